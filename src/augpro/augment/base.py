@@ -1,0 +1,161 @@
+"""The one interface every augmenter implements.
+
+The trainer holds an :class:`Augmenter` and calls ``augment(batch, ctx, generator, copy)``
+for each of ``copies`` augmented views of a batch; it never asks which augmenter it holds.
+What comes back (:class:`AugmentedBatch`) says how to run the student on the view, where the
+teacher's target comes from (inputs to run the teacher on, or logits already known), and how
+many positions changed.
+
+Augmenters that need no live model (token replacement, synonyms, EDA) may build an offline pool
+of ``copies`` views per training example in :meth:`Augmenter.prepare`, so that the teacher's
+logits on the pool are computed once and cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class AugmentContext:
+    """What an augmenter may use at training time.
+
+    Attributes:
+        student: the live student (unwrapped from any DDP wrapper).
+        teacher: the frozen teacher in eval mode, or ``None`` in FT mode without a teacher.
+        mode: ``"kd"`` or ``"ft"``.
+        temperature: KD temperature (for gradient-based augmenters).
+        regression: whether the task is regression (one output, MSE).
+        teacher_logits: returns the teacher's logits on the *original* batch (cached or live).
+        special_ids: token ids never changed ([CLS], [SEP], [PAD], [MASK], [UNK], ...).
+        allowed: ``[V]`` bool, tokens an augmenter may produce (no special or unused tokens).
+    """
+
+    student: nn.Module
+    teacher: nn.Module | None
+    mode: str
+    temperature: float
+    regression: bool
+    teacher_logits: Callable[[Batch], torch.Tensor | None]
+    special_ids: torch.Tensor
+    allowed: torch.Tensor
+
+
+@dataclass
+class PrepareContext:
+    """What an augmenter may use once before training (building an offline pool).
+
+    Attributes:
+        texts: the training texts (one tuple per example, aligned with the encoded dataset).
+        input_ids: token ids of every training example (unpadded lists).
+        token_type_ids: token type ids (unpadded lists) or ``None``.
+        tokenizer: the teacher's (= student's) tokenizer.
+        max_length: truncation length.
+        copies: how many views per example to build.
+        generator: seeded generator for the pool.
+        label_pool: computes teacher logits for a list of encoded views (``None`` in FT mode);
+            augpro caches them on disk keyed by teacher and content.
+    """
+
+    texts: list[tuple[str, ...]]
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    tokenizer: Any
+    max_length: int
+    copies: int
+    generator: torch.Generator
+    label_pool: Callable[[dict[str, list]], torch.Tensor] | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class AugmentedBatch:
+    """One augmented view of a batch.
+
+    Attributes:
+        student_inputs: keyword arguments for the student's forward (``input_ids`` or
+            ``inputs_embeds``, with ``attention_mask`` and ``token_type_ids``).
+        teacher_inputs: keyword arguments for the teacher's forward on the view, or ``None``
+            when ``teacher_logits`` is already known.
+        teacher_logits: the teacher's target on the view when known without running it
+            (cached pool logits; FGSM's target is the teacher on the original input).
+        soft_labels: FT-mode targets that replace the source's gold labels (mixup), or ``None``.
+        changed: changed positions per example ``[B]``.
+        eligible: positions that could change per example ``[B]`` (real, non-special tokens;
+            words for word-level augmenters).
+        extra: method-specific statistics (floats), averaged into the logs.
+    """
+
+    student_inputs: Batch
+    teacher_inputs: Batch | None = None
+    teacher_logits: torch.Tensor | None = None
+    soft_labels: torch.Tensor | None = None
+    changed: torch.Tensor | None = None
+    eligible: torch.Tensor | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def degree(self) -> torch.Tensor:
+        """Realised share of changed positions per example (0 where nothing was eligible)."""
+        if self.changed is None or self.eligible is None:
+            return torch.zeros(0)
+        return self.changed.float() / self.eligible.clamp(min=1).float()
+
+
+class Augmenter:
+    """Base class. Subclasses set ``name`` and implement :meth:`augment`.
+
+    Hyperparameters are explicit keyword arguments of ``__init__`` that are only stored there
+    (scikit-learn convention); every random draw uses the ``generator`` passed in.
+    """
+
+    name: str = "none"
+    #: whether :meth:`augment` needs the live teacher/student (embedding-space methods)
+    needs_models: bool = False
+
+    def prepare(self, ctx: PrepareContext) -> None:
+        """Build whatever the augmenter needs before training (default: nothing)."""
+
+    def augment(self, batch: Batch, ctx: AugmentContext, generator: torch.Generator,
+                copy: int = 0) -> AugmentedBatch:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """The augmenter's settings, for ``metrics.json``."""
+        return {"method": self.name, **{k: v for k, v in vars(self).items()
+                                        if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}}
+
+
+def eligible_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: torch.Tensor) -> torch.Tensor:
+    """Real positions that hold a non-special token: the only positions augmenters may change."""
+    return attention_mask.bool() & ~torch.isin(input_ids, special_ids.to(input_ids.device))
+
+
+def numpy_rng(generator: torch.Generator):
+    """A numpy Generator drawn from a torch generator (for distributions torch cannot seed)."""
+    import numpy as np
+
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+
+
+def pick_exact(scores: torch.Tensor, eligible: torch.Tensor, degree: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Select exactly ``round(degree * n_eligible)`` eligible positions per row, highest score first.
+
+    Returns the boolean selection ``[B, L]`` and the per-row count. Rounding is Python's
+    ``round`` (half to even), applied per example.
+    """
+    n_eligible = eligible.sum(1)
+    k = torch.tensor([round(degree * int(n)) for n in n_eligible.tolist()], dtype=torch.long,
+                     device=scores.device)
+    masked = scores.masked_fill(~eligible, float("-inf"))
+    order = masked.argsort(dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    selected = (ranks < k[:, None]) & eligible
+    return selected, k

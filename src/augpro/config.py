@@ -1,0 +1,125 @@
+"""One typed configuration for every training command (teacher, KD, FT).
+
+The CLI's flags and a study YAML's keys are this dataclass's fields (``--train-size`` is
+``train_size``). :func:`validate` checks the settings before anything is read or written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from augpro.errors import UserError
+
+MODES = ("teacher", "kd", "ft")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run.
+
+    ``mode``: ``teacher`` fine-tunes ``model`` on gold labels; ``kd`` distils a student from
+    ``teacher``; ``ft`` fine-tunes the same student on gold labels without a teacher.
+    """
+
+    mode: str = "kd"
+    # data
+    task: str | None = "sst2"
+    data_dir: str | None = None
+    from_hub: bool = False
+    train_file: str | None = None
+    dev_file: str | None = None
+    text_columns: str | None = None
+    label_column: str | None = None
+    regression: bool = False
+    train_size: int | None = None
+    max_length: int = 128
+    # models
+    model: str | None = None            # teacher mode: base checkpoint (default MiniLM-L6-H384)
+    teacher: str | None = None          # kd mode: fine-tuned teacher folder or hub name
+    student: str | None = None          # kd/ft: base checkpoint the student's layers come from
+    student_layers: str = "2"
+    trust_remote_code: bool = False
+    # optimisation
+    seed: int = 0
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    learning_rate: float | None = None  # default: 5e-5 teacher, 1e-4 student
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    # losses
+    temperature: float = 1.0
+    kd_weight: float = 1.0
+    ce_weight: float = 0.0
+    aug_weight: float = 1.0
+    # augmentation
+    augment: str = "none"
+    degree: float | None = None
+    copies: int = 1
+    mix_alpha: float = 0.4
+    mix_granularity: str = "sequence"
+    fgsm_eps: float | None = None
+    projection_table: str | None = None
+    knn_k: int = 16
+    # output and running
+    output_dir: str | None = None
+    resume: bool = False
+    save_checkpoints: bool = True
+    eval_every_epoch: bool = True
+    cache: bool = True
+    threads: int | None = None
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-5 if self.mode == "teacher" else 1e-4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from flag-named keys (``train-size`` or ``train_size``); unknown keys are errors."""
+        names = {f.name for f in fields(cls)}
+        clean: dict[str, Any] = {}
+        for key, value in values.items():
+            k = key.replace("-", "_")
+            if k not in names:
+                raise UserError(f"unknown setting {key!r}")
+            clean[k] = value
+        return cls(**clean)
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject inconsistent settings with a one-line :class:`UserError`."""
+    if cfg.mode not in MODES:
+        raise UserError(f"mode must be one of {MODES}")
+    if cfg.mode == "kd" and not cfg.teacher:
+        raise UserError("distillation needs --teacher DIR (train one with `augpro teacher`)")
+    if cfg.degree is not None and not 0.0 <= cfg.degree <= 1.0:
+        raise UserError(f"--degree must be in [0, 1], got {cfg.degree}")
+    if cfg.copies < 1:
+        raise UserError(f"--copies must be at least 1, got {cfg.copies}")
+    if cfg.batch_size < 1 or cfg.eval_batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if cfg.epochs <= 0 and cfg.max_steps <= 0:
+        raise UserError("--epochs must be positive (or give --max-steps)")
+    if cfg.temperature <= 0:
+        raise UserError(f"--temperature must be positive, got {cfg.temperature}")
+    if cfg.max_length < 8:
+        raise UserError(f"--max-length must be at least 8, got {cfg.max_length}")
+    if cfg.mix_alpha <= 0:
+        raise UserError(f"--mix-alpha must be positive, got {cfg.mix_alpha}")
+    if cfg.mix_granularity not in ("sequence", "token"):
+        raise UserError("--mix-granularity must be sequence or token")
+    if cfg.projection_table not in (None, "teacher", "student"):
+        raise UserError("--projection-table must be teacher or student")
+    if cfg.augment != "none" and cfg.mode == "teacher":
+        raise UserError("augmentation applies to `augpro distill` and `augpro finetune`, not to the teacher")
+    if cfg.train_size is not None and cfg.train_size <= 0:
+        raise UserError(f"--train-size must be positive, got {cfg.train_size}")

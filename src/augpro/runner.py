@@ -1,0 +1,259 @@
+"""One training run from a :class:`~augpro.config.TrainConfig`, top to bottom.
+
+Read data -> subset -> models -> tokenize -> cached teacher logits -> augmenter pool ->
+``DistillTrainer`` -> evaluate -> save a standard checkpoint and ``metrics.json``.
+Every setting is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainingArguments, set_seed
+from transformers.utils import logging as hf_logging
+
+from augpro import __version__
+from augpro.augment import build_augmenter
+from augpro.augment.base import PrepareContext
+from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
+from augpro.cache import cached_tensor, fingerprint
+from augpro.config import TrainConfig, validate
+from augpro.data import Collator, EncodedDataset, TaskData, encode, load_task_data, subset
+from augpro.distill import DistillTrainer, model_inputs
+from augpro.errors import UserError
+from augpro.metrics import compute_metrics
+from augpro.models import (count_parameters, load_classifier, load_tokenizer, make_layer_subset_student,
+                           model_fingerprint, resolve_model_path, same_tokenizer, save_model, set_threads)
+from augpro.tasks import get_task
+
+log = logging.getLogger("augpro")
+
+
+def load_data(cfg: TrainConfig) -> TaskData:
+    """The task's train (subset) and dev splits as the config names them."""
+    task = get_task(cfg.task) if cfg.task and not cfg.train_file else None
+    cols = [c.strip() for c in cfg.text_columns.split(",")] if cfg.text_columns else None
+    data = load_task_data(task, data_dir=cfg.data_dir, from_hub=cfg.from_hub, train_file=cfg.train_file,
+                          dev_file=cfg.dev_file, text_columns=cols, label_column=cfg.label_column,
+                          regression=cfg.regression)
+    data.train = subset(data.train, cfg.train_size, cfg.seed, data.task.is_regression)
+    return data
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, encodings: dict[str, list], batch_size: int = 128,
+                   pad_token_id: int = 0, progress: bool = False, desc: str = "teacher logits") -> torch.Tensor:
+    """Logits of ``model`` on unpadded encodings, batched by length (least padding)."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n = len(encodings["input_ids"])
+    order = sorted(range(n), key=lambda i: len(encodings["input_ids"][i]))
+    out: torch.Tensor | None = None
+    feats = EncodedDataset({k: v for k, v in encodings.items()}, [0] * n)
+    collate = Collator(pad_token_id, regression=False)
+    for start in tqdm(range(0, n, batch_size), desc=desc, disable=not progress or n < 4 * batch_size, leave=False):
+        idx = order[start:start + batch_size]
+        batch = collate([feats[i] for i in idx])
+        logits = model(**{k: v.to(device) for k, v in model_inputs(batch).items()}).logits.float().cpu()
+        if out is None:
+            out = torch.empty(n, logits.shape[1])
+        out[idx] = logits
+    model.train(was_training)
+    return out if out is not None else torch.empty(0, 1)
+
+
+def teacher_logits_cached(teacher: torch.nn.Module, teacher_id: str, encodings: dict[str, list],
+                          cfg: TrainConfig, pad_token_id: int) -> torch.Tensor:
+    """Teacher logits on encodings, cached on disk by (teacher weights, token content)."""
+    key = fingerprint("logits-v1", teacher_id, encodings["input_ids"], encodings.get("token_type_ids"))
+    return cached_tensor("teacher_logits", key,
+                         lambda: predict_logits(teacher, encodings, cfg.eval_batch_size, pad_token_id, cfg.progress),
+                         enabled=cfg.cache)
+
+
+def _check_output_dir(path: str | None, resume: bool) -> Path:
+    if not path:
+        raise UserError("--output-dir is required")
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output-dir {out} exists and is not a folder")
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not os.access(probe, os.W_OK):
+        raise UserError(f"--output-dir {out}: cannot write to {probe}")
+    if out.is_dir() and (out / "metrics.json").exists() and not resume:
+        raise UserError(f"{out} already holds a finished run (metrics.json); choose another --output-dir or "
+                        "delete it")
+    return out
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not out.is_dir():
+        return None
+    return get_last_checkpoint(str(out))
+
+
+def run_training(cfg: TrainConfig) -> dict[str, Any]:
+    """Run one teacher/KD/FT training and return what ``metrics.json`` holds."""
+    validate(cfg)
+    out = _check_output_dir(cfg.output_dir, cfg.resume)
+    set_threads(cfg.threads)
+    set_seed(cfg.seed)
+    if not cfg.progress:
+        hf_logging.disable_progress_bar()
+    started = time.time()
+
+    # --- data and models (all checks happen before anything is written) ---
+    data = load_data(cfg)
+    task = data.task
+    if cfg.mode == "teacher":
+        tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
+        model = load_classifier(cfg.model, task, trust_remote_code=cfg.trust_remote_code)
+        teacher = None
+    else:
+        tokenizer = load_tokenizer(cfg.student, cfg.trust_remote_code)
+        teacher = None
+        if cfg.mode == "kd":
+            teacher = load_classifier(cfg.teacher, task, require_head=True, trust_remote_code=cfg.trust_remote_code)
+            t_tok = load_tokenizer(cfg.teacher, cfg.trust_remote_code)
+            if not same_tokenizer(t_tok, tokenizer):
+                raise UserError("the student's tokenizer differs from the teacher's; cross-tokenizer distillation "
+                                "is not supported yet: use a student from the same model family")
+        model = make_layer_subset_student(load_classifier(cfg.student, task, trust_remote_code=cfg.trust_remote_code),
+                                          cfg.student_layers)
+    train_ds = encode(data.train, tokenizer, cfg.max_length)
+    dev_ds = encode(data.dev, tokenizer, cfg.max_length)
+    pad_id = tokenizer.pad_token_id or 0
+
+    teacher_id = None
+    if teacher is not None:
+        teacher_id = model_fingerprint(cfg.teacher)
+        train_ds.attach("teacher_logits", teacher_logits_cached(teacher, teacher_id, train_ds.encodings, cfg, pad_id))
+
+    special = special_ids_tensor(tokenizer)
+    allowed = allowed_vocab_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
+    emb_source = teacher if teacher is not None else model
+    augmenter = build_augmenter(
+        cfg.augment, degree=cfg.degree, embedding_table=emb_source.get_input_embeddings().weight.detach(),
+        alpha=cfg.mix_alpha, granularity=cfg.mix_granularity, eps=cfg.fgsm_eps,
+        projection_table=cfg.projection_table, knn_k=cfg.knn_k)
+    if augmenter is not None:
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
+        label_pool = None
+        if teacher is not None:
+            label_pool = lambda enc: teacher_logits_cached(teacher, teacher_id, enc, cfg, pad_id)  # noqa: E731
+        augmenter.prepare(PrepareContext(
+            texts=data.train.texts, input_ids=train_ds.encodings["input_ids"],
+            token_type_ids=train_ds.encodings.get("token_type_ids"), tokenizer=tokenizer,
+            max_length=cfg.max_length, copies=cfg.copies, generator=gen, label_pool=label_pool,
+            show_progress=cfg.progress))
+
+    # --- training ---
+    steps_per_epoch = int(np.ceil(len(train_ds) / cfg.batch_size))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else int(np.ceil(steps_per_epoch * cfg.epochs))
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=int(cfg.warmup_ratio * total_steps),
+        lr_scheduler_type="linear",
+        eval_strategy="epoch" if cfg.eval_every_epoch else "no",
+        save_strategy="epoch" if cfg.save_checkpoints else "no",
+        save_total_limit=1,
+        logging_steps=max(1, min(50, steps_per_epoch // 4)),
+        report_to=["tensorboard"],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=not cfg.progress,
+        label_names=["labels"],
+        save_only_model=False,
+    )
+    trainer = DistillTrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
+        data_collator=Collator(pad_id, task.is_regression),
+        compute_metrics=lambda p: compute_metrics(task, p.predictions, p.label_ids),
+        mode=cfg.mode, teacher=teacher, augmenter=augmenter, copies=cfg.copies,
+        temperature=cfg.temperature, kd_weight=cfg.kd_weight, ce_weight=cfg.ce_weight,
+        aug_weight=cfg.aug_weight, regression=task.is_regression, special_ids=special, allowed=allowed,
+        aug_seed=cfg.seed,
+    )
+    resume_from = _last_checkpoint(out) if cfg.resume else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.time() - started
+    dev = trainer.evaluate()
+    dev_metrics = {k[len("eval_"):]: float(v) for k, v in dev.items()
+                   if k.startswith("eval_") and k[len("eval_"):] in (*task.metrics, "score")}
+
+    result: dict[str, Any] = {
+        "augpro_version": __version__,
+        "mode": cfg.mode,
+        "task": task.name,
+        "dev": dev_metrics,
+        "runtime_s": round(time.time() - started, 2),
+        "train_runtime_s": round(train_seconds, 2),
+        "train_examples": len(train_ds),
+        "dev_examples": len(dev_ds),
+        "steps": trainer.state.global_step,
+        "parameters": count_parameters(model),
+        "layers": model.config.num_hidden_layers,
+        "train_loss": float(train_result.training_loss),
+        "augmentation": {**(augmenter.describe() if augmenter else {"method": "none"}),
+                         **trainer.augmentation_summary()},
+        "teacher": cfg.teacher, "teacher_fingerprint": teacher_id,
+        "settings": cfg.to_dict(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    if trainer.is_world_process_zero():
+        save_model(trainer.model, tokenizer, out)
+        write_json_atomic({"ids": data.train.ids}, out / "train_ids.json")
+        write_json_atomic(result, out / "metrics.json")
+        if not cfg.save_checkpoints:
+            for ckpt in out.glob("checkpoint-*"):
+                shutil.rmtree(ckpt, ignore_errors=True)
+    return result
+
+
+def evaluate_model(model_dir: str, cfg: TrainConfig) -> dict[str, float]:
+    """Dev metrics of a saved classifier on the configured task."""
+    data = load_data(cfg)
+    model = load_classifier(model_dir, data.task, require_head=True)
+    tokenizer = load_tokenizer(model_dir)
+    dev = encode(data.dev, tokenizer, cfg.max_length)
+    logits = predict_logits(model, dev.encodings, cfg.eval_batch_size, tokenizer.pad_token_id or 0, cfg.progress,
+                            desc="evaluate")
+    return compute_metrics(data.task, logits.numpy(), np.asarray(data.dev.labels))
+
+
+def resolve_default_model() -> str:
+    return resolve_model_path(None)
