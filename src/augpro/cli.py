@@ -53,6 +53,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--regression", action="store_true", help="custom files: the label is a real-valued score")
     g.add_argument("--train-size", type=_positive_int, default=None,
                    help="label-stratified, seeded, nested training subset of N rows")
+    g.add_argument("--dev-size", type=_positive_int, default=None,
+                   help="evaluate on a stratified subset of N dev rows (quick checks; default: all)")
     g.add_argument("--max-length", type=int, default=128, help="truncation length (batches pad dynamically)")
 
 

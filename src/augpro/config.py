@@ -33,6 +33,7 @@ class TrainConfig:
     label_column: str | None = None
     regression: bool = False
     train_size: int | None = None
+    dev_size: int | None = None         # evaluate on a stratified dev subset (quick checks); default all
     max_length: int = 128
     # models
     model: str | None = None            # teacher mode: base checkpoint (default MiniLM-L6-H384)
@@ -121,5 +122,7 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("--projection-table must be teacher or student")
     if cfg.augment != "none" and cfg.mode == "teacher":
         raise UserError("augmentation applies to `augpro distill` and `augpro finetune`, not to the teacher")
+    if cfg.dev_size is not None and cfg.dev_size <= 0:
+        raise UserError(f"--dev-size must be positive, got {cfg.dev_size}")
     if cfg.train_size is not None and cfg.train_size <= 0:
         raise UserError(f"--train-size must be positive, got {cfg.train_size}")

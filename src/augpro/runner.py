@@ -47,6 +47,8 @@ def load_data(cfg: TrainConfig) -> TaskData:
                           dev_file=cfg.dev_file, text_columns=cols, label_column=cfg.label_column,
                           regression=cfg.regression)
     data.train = subset(data.train, cfg.train_size, cfg.seed, data.task.is_regression)
+    if cfg.dev_size is not None and cfg.dev_size < len(data.dev):
+        data.dev = subset(data.dev, cfg.dev_size, 0, data.task.is_regression)  # same rows for every run
     return data
 
 
@@ -192,6 +194,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         seed=cfg.seed,
         data_seed=cfg.seed,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
         disable_tqdm=not cfg.progress,
         label_names=["labels"],

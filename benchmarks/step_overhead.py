@@ -1,0 +1,174 @@
+"""Figure 1 — step overhead of each augmentation method over KD+MixKD.
+
+MiniLM-L6 teacher, 2-layer layer-subset student, SST-2 training rows, batch 32, dynamic padding,
+teacher logits on the original batch cached (as the runner does). One *step* is what
+``Trainer.train`` does per batch: ``training_step`` (KD loss on the batch + the augmented view,
+backward) + optimizer step + zero grad. All methods share the same models and run on the same
+batch within a repetition, interleaved.
+
+MixKD processes the same original + augmented examples as AugPro-Mix (the mix fed as virtual
+``inputs_embeds`` to teacher and student, no projection), so ``augpro_mix_vs_mixkd`` isolates the
+projection's cost. ``knn`` reads its augmented view (and the teacher's logits on it) from the
+offline pool, so it runs no teacher forward at all.
+
+Besides the shipped augmenters, the figure times two *proposed* variants that live only here
+(see ``docs/performance.md``): AugPro-FGSM taking its gradient from the original forward
+(``proposed_fgsm_reuse_vs_mixkd``) and AugPro-Mix with the certified pruned projection
+(``proposed_mix_pruned_vs_mixkd``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks import _common as C
+
+SIZES = {
+    "tiny": dict(rows=64, batch=8, reps=2, warmup=1, proposed=False),
+    "quick": dict(rows=512, batch=32, reps=9, warmup=1, proposed=False),
+    "full": dict(rows=1024, batch=32, reps=25, warmup=2, proposed=False),
+}
+
+
+# ------------------------------------------------------------------------- proposed variants
+def proposed_classes():
+    """Benchmark-local prototypes of the changes recommended in docs/performance.md."""
+    from augpro.augment.augpro import AugProFGSM, AugProMix
+    from augpro.augment.base import AugmentContext, AugmentedBatch, eligible_mask
+    from augpro.augment.interpolate import MixPlan, draw_mix_plan, forward_inputs, word_embeddings
+    from augpro.distill import DistillTrainer, model_inputs
+    from augpro.losses import kd_loss, label_loss
+
+    class ReuseTrainer(DistillTrainer):
+        """Runs the student's original forward on ``inputs_embeds`` that require grad, so an
+        augmenter can take ``d KD / d e`` from that graph (``retain_graph``) instead of running
+        its own forward. Otherwise identical to ``DistillTrainer.compute_loss``."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not (getattr(self.augmenter, "reuses_forward", False) and model.training and self.mode == "kd"):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # the table still gets its gradient through e (same graph as input_ids would give)
+            e = self.accelerator.unwrap_model(model).get_input_embeddings()(inputs["input_ids"])
+            s = model(inputs_embeds=e, **forward_inputs(inputs)).logits
+            t = self._teacher_logits(inputs)
+            kd = kd_loss(t, s, self.temperature, self.regression)
+            loss = self.kd_weight * kd
+            if self.ce_weight:
+                loss = loss + self.ce_weight * label_loss(s, inputs["labels"], self.regression)
+            (grad,) = torch.autograd.grad(kd, e, retain_graph=True)  # the FGSM gradient
+            ctx = AugmentContext(student=self.accelerator.unwrap_model(model), teacher=self.teacher, mode="kd",
+                                 temperature=self.temperature, regression=self.regression,
+                                 teacher_logits=(lambda _b, _t=t: _t), special_ids=self.special_ids.to(s.device),
+                                 allowed=self.allowed)
+            for copy in range(self.copies):
+                aug = self.augmenter.augment_from_grad(inputs, ctx, grad, self._generator(copy))
+                s_aug = model(**aug.student_inputs).logits
+                with torch.no_grad():
+                    t_aug = self.teacher(**aug.teacher_inputs).logits.float()
+                loss = loss + self.aug_weight * kd_loss(t_aug, s_aug, self.temperature, self.regression) / self.copies
+            return loss
+
+    class FGSMReuse(AugProFGSM):
+        """AugPro-FGSM whose gradient comes from the trainer's original forward."""
+
+        reuses_forward = True
+
+        @torch.no_grad()
+        def augment_from_grad(self, batch, ctx, grad, generator):
+            ids = batch["input_ids"]
+            table = word_embeddings(ctx.student).detach()
+            eligible = eligible_mask(ids, batch["attention_mask"], ctx.special_ids)
+            std = table.float().std(dim=0)
+            e_adv = table[ids] + (self.eps * std * grad.sign()) * eligible.unsqueeze(-1)
+            proj = self._projector(ctx.student, ctx, frozen=False)
+            new_ids = self._project(e_adv, ids, eligible, eligible, grad.norm(dim=-1), proj, generator)
+            return self._finish(batch, new_ids, eligible)
+
+    class MixPruned(AugProMix):
+        """AugPro-Mix using :meth:`Projector.project_mix` (certified pruned search; exact)."""
+
+        @torch.no_grad()
+        def augment(self, batch, ctx, generator, copy=0):
+            if self.degree is not None:
+                return super().augment(batch, ctx, generator, copy)
+            ids = batch["input_ids"]
+            plan = draw_mix_plan(batch, ctx.special_ids, generator, self.alpha, self.granularity)
+            model, frozen = self._table_model(ctx)
+            proj = self._projector(model, ctx, frozen)
+            new_ids = ids.clone()
+            sel = plan.mixed
+            if sel.any():
+                new_ids[sel] = proj.project_mix(ids[sel], plan.partner_ids(ids)[sel], plan.lam[sel])
+            return self._finish(batch, new_ids, plan.eligible, {"lam": float(plan.sequence_lam().mean())})
+
+    return ReuseTrainer, FGSMReuse, MixPruned
+
+
+# ------------------------------------------------------------------------------------ figure
+def run(report: C.Report, mode: str = "quick") -> None:
+    from augpro.augment import AugProFGSM, AugProMix, MixKD, TokenReplacement
+    from augpro.augment.base import PrepareContext
+    from augpro.runner import predict_logits
+
+    cfg = SIZES[mode]
+    tiny = mode == "tiny"
+    report.section(f"1. step overhead (batch {cfg['batch']}, {cfg['reps']} interleaved reps, medians)")
+    teacher, student = C.teacher_and_student(tiny=tiny)
+    ds = C.encoded_rows(cfg["rows"], with_logits_of=teacher)
+    tok = C.tokenizer()
+    table = teacher.get_input_embeddings().weight.detach()
+
+    knn = TokenReplacement("knn", degree=0.3, embedding_table=table)
+    knn.prepare(PrepareContext(
+        texts=None, input_ids=ds.encodings["input_ids"], token_type_ids=ds.encodings.get("token_type_ids"),
+        tokenizer=tok, max_length=128, copies=1, generator=torch.Generator().manual_seed(0),
+        label_pool=lambda enc: predict_logits(teacher, enc, 128, tok.pad_token_id), show_progress=False))
+
+    augmenters = {"kd": None, "mixkd": MixKD(), "augpro-mix": AugProMix(), "augpro-fgsm": AugProFGSM(), "knn": knn}
+    trainers = {name: C.make_trainer(student, teacher, ds, aug, batch_size=cfg["batch"])
+                for name, aug in augmenters.items()}
+    if cfg["proposed"]:
+        ReuseTrainer, FGSMReuse, MixPruned = proposed_classes()
+        trainers["proposed-fgsm-reuse"] = C.make_trainer(student, teacher, ds, FGSMReuse(), cfg["batch"],
+                                                         trainer_cls=ReuseTrainer)
+        trainers["proposed-mix-pruned"] = C.make_trainer(student, teacher, ds, MixPruned(), cfg["batch"])
+
+    n_batches = max(1, cfg["rows"] // cfg["batch"])
+    batch_list = C.batches(ds, cfg["batch"], n_batches)
+    real = [int(b["attention_mask"].sum()) for b in batch_list]
+    padded = [b["input_ids"].numel() for b in batch_list]
+    report.note(f"{n_batches} distinct batches; real tokens/batch median {C.median(real):.0f}, "
+                f"padded {C.median(padded):.0f}")
+    counter = {"r": 0}
+    fns = {}
+    for name, tr in trainers.items():
+        fns[name] = (lambda tr=tr: C.train_step(tr, batch_list[counter["r"] % n_batches]))
+    # one round = every method on the same batch; advance the batch between rounds
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(cfg["warmup"] + cfg["reps"]):
+        counter["r"] = r
+        t = C.interleaved({n: fns[n] for n in (names if r % 2 == 0 else names[::-1])}, reps=1, warmup=0)
+        if r >= cfg["warmup"]:
+            for n in names:
+                times[n].extend(t[n])
+    med = {n: C.median(v) for n, v in times.items()}
+    for n in names:
+        report.value(f"step_s[{n}]", med[n], "s")
+    base = med["mixkd"]
+
+    def paired(n: str) -> float:  # median of per-round ratios: robust to load drifting between rounds
+        return C.median([a / b for a, b in zip(times[n], times["mixkd"])])
+
+    for key, name in (("augpro_mix_vs_mixkd", "augpro-mix"), ("augpro_fgsm_vs_mixkd", "augpro-fgsm"),
+                      ("knn_vs_mixkd", "knn")):
+        report.ratio(key, med[name] / base,
+                     f"{name} {C.fmt_s(med[name])}/step, mixkd {C.fmt_s(base)}/step; paired median {paired(name):.3f}")
+    report.ratio("kd_vs_mixkd", med["kd"] / base, f"kd (no DA) {C.fmt_s(med['kd'])}/step")
+    for n, key in (("proposed-fgsm-reuse", "proposed_fgsm_reuse_vs_mixkd"),
+                   ("proposed-mix-pruned", "proposed_mix_pruned_vs_mixkd")):
+        if n in med:
+            report.ratio(key, med[n] / base, f"{n} {C.fmt_s(med[n])}/step; paired median {paired(n):.3f}")
+    report.target("augpro_mix_vs_mixkd", "<=", 1.10)
+    report.target("augpro_fgsm_vs_mixkd", "<=", 1.60)
+    report.target("knn_vs_mixkd", "<=", 1.05)

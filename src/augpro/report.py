@@ -1,0 +1,563 @@
+"""``augpro report RESULTS.jsonl --output DIR``: markdown tables and PNG plots of a study.
+
+Writes ``README.md`` (tables) and the figures the data supports:
+
+* ``methods_<task>.png``: dev score per method (bars, one per training-set size, std error bars);
+* ``degree_<task>[_<method>].png``: dev score vs degree, KD and FT on the same axes, one panel
+  per training-set size (the semantic-shift study's central figure);
+* ``best_degree_<task>[_<method>].png``: the best degree vs training-set size (log x), KD and FT;
+* ``copies_<task>[_<method>].png``: dev score vs augmented copies per example, KD and FT (each
+  at its best degree; 0 copies = the run without augmentation).
+
+Cells are ``mean ± std (n=k)`` over seeds of the dev ``score`` ×100 (std with ddof=1). A figure is
+skipped when its x axis would hold a single value. The output depends only on the JSONL's
+content (not its line order or path): everything is sorted, figures have fixed sizes and dpi,
+PNGs carry no software or date metadata, and the markdown has no timestamps, so a rerun
+regenerates the folder byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from augpro.errors import UserError
+
+#: settings that never define a table cell (seed is averaged over; the rest are bookkeeping)
+_NOT_CONDITIONS = {"seed", "output_dir", "teacher", "data_dir", "progress", "threads", "resume", "cache",
+                   "save_checkpoints", "eval_every_epoch", "task", "train_size", "mode", "augment", "degree",
+                   "copies", "extra"}
+_TASK_ORDER = ["sst2", "mrpc", "rte", "cola", "stsb", "qnli", "qqp", "mnli", "wnli"]
+_TASK_NAMES = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B", "qnli": "QNLI",
+               "qqp": "QQP", "mnli": "MNLI", "wnli": "WNLI"}
+_METHOD_ORDER = ["none", "knn", "mask", "random", "synonym", "eda", "mixkd", "fgsm", "augpro-mix", "augpro-fgsm"]
+_MODE_ORDER = ["kd", "ft"]
+_MODE_COLORS = {"kd": "tab:blue", "ft": "tab:orange"}
+_LINESTYLES = ["-", "--", ":", "-."]
+_MARKERS = ["o", "s", "^", "D", "v", "P"]
+_FIG_PATTERNS = ("methods_", "degree_", "best_degree_", "copies_")
+DPI = 100
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_rows(results_path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Finished runs with a numeric score, first line per run_id, sorted by run_id."""
+    from augpro.study import read_results
+
+    path = Path(results_path)
+    if not path.is_file():
+        raise UserError(f"results file {path} not found")
+    rows = [r for r in read_results(path) if isinstance(r.get("score"), (int, float))
+            and math.isfinite(r["score"]) and isinstance(r.get("settings"), dict)]
+    if not rows:
+        raise UserError(f"{path} holds no finished runs")
+    return sorted(rows, key=lambda r: str(r["run_id"]))
+
+
+def _sort_key(value: Any) -> tuple:
+    """Total order over None, numbers and strings (None first)."""
+    if value is None:
+        return (0, 0, "")
+    if isinstance(value, bool):
+        return (1, int(value), "")
+    if isinstance(value, (int, float)):
+        return (1, float(value), "")
+    return (2, 0, str(value))
+
+
+def _task_key(task: str) -> tuple:
+    return (_TASK_ORDER.index(task) if task in _TASK_ORDER else len(_TASK_ORDER), task)
+
+
+def _method_key(method: str) -> tuple:
+    return (_METHOD_ORDER.index(method) if method in _METHOD_ORDER else len(_METHOD_ORDER), method)
+
+
+def _mode_key(mode: str) -> tuple:
+    return (_MODE_ORDER.index(mode) if mode in _MODE_ORDER else len(_MODE_ORDER), mode)
+
+
+def _task_name(task: str) -> str:
+    return _TASK_NAMES.get(task, task)
+
+
+def _size_name(size: Any) -> str:
+    return "all" if size is None else f"{size:,}"
+
+
+def _num(value: Any) -> str:
+    return "–" if value is None else f"{value:g}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def _condition_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """Settings (beyond task/size/mode/method/degree/copies/seed) that vary across runs."""
+    values: dict[str, set] = defaultdict(set)
+    for r in rows:
+        for k, v in r["settings"].items():
+            if k not in _NOT_CONDITIONS:
+                values[k].add(repr(v))
+    return sorted(k for k, vs in values.items() if len(vs) > 1)
+
+
+class _Row:
+    """One run, flattened."""
+
+    def __init__(self, raw: dict[str, Any], cond_keys: list[str]) -> None:
+        s = raw["settings"]
+        self.task = str(raw.get("task") or s.get("task") or "custom")
+        self.size = raw.get("train_size", s.get("train_size"))
+        self.mode = str(raw.get("mode") or s.get("mode"))
+        self.method = str(raw.get("augment") or s.get("augment") or "none")
+        self.degree = raw.get("degree", s.get("degree"))
+        self.copies = int(raw.get("copies", s.get("copies", 1)) or 1)
+        self.seed = raw.get("seed", s.get("seed"))
+        self.score = float(raw["score"]) * 100
+        self.cond = tuple((k, s.get(k)) for k in cond_keys)
+        self.realised = raw.get("realised_degree")
+        self.flips = raw.get("label_flip_rate")
+        self.runtime = raw.get("runtime_s")
+        self.teacher_id = raw.get("teacher_id")
+        tdev = raw.get("teacher_dev") or {}
+        self.teacher_score = float(tdev["score"]) * 100 if isinstance(tdev.get("score"), (int, float)) else None
+
+
+def _cond_label(cond: tuple) -> str:
+    return ", ".join(f"{k}={v}" for k, v in cond)
+
+
+def _variant_key(r: _Row) -> tuple:
+    return (_mode_key(r.mode), _method_key(r.method), _sort_key(r.degree), r.copies,
+            tuple(_sort_key(v) for _, v in r.cond))
+
+
+def _variant_label(mode: str, method: str, degree: Any, copies: int, cond: tuple) -> str:
+    text = f"{mode.upper()} {method}"
+    bits = []
+    if degree is not None:
+        bits.append(f"degree {degree:g}")
+    if copies != 1:
+        bits.append(f"×{copies}")
+    if cond:
+        bits.append(_cond_label(cond))
+    return text + (f" ({', '.join(bits)})" if bits else "")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+class Cell:
+    def __init__(self, values: Iterable[float]) -> None:
+        self.values = sorted(values)
+        self.n = len(self.values)
+        self.mean = sum(self.values) / self.n if self.n else float("nan")
+        if self.n >= 2:
+            var = sum((v - self.mean) ** 2 for v in self.values) / (self.n - 1)
+            self.std = math.sqrt(var)
+        else:
+            self.std = 0.0
+
+    def text(self, digits: int = 1) -> str:
+        if self.n >= 2:
+            return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} (n={self.n})"
+        return f"{self.mean:.{digits}f} (n={self.n})"
+
+
+def _mean(values: list[float]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _markdown_table(header: list[str], body: list[list[str]], align: list[str] | None = None) -> list[str]:
+    align = align or ["---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return lines
+
+
+def _bold_best(cells: dict[Any, Cell], digits: int = 1) -> dict[Any, str]:
+    """Cell texts with every cell whose rounded mean equals the best rounded mean in bold."""
+    if not cells:
+        return {}
+    best = max(round(c.mean, digits) for c in cells.values())
+    return {k: (f"**{c.text(digits)}**" if round(c.mean, digits) == best else c.text(digits))
+            for k, c in cells.items()}
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})
+    _plt().close(fig)
+
+
+def _line_style(i: int) -> dict[str, Any]:
+    return {"linestyle": _LINESTYLES[i % len(_LINESTYLES)], "marker": _MARKERS[i % len(_MARKERS)]}
+
+
+# --------------------------------------------------------------------------- report
+
+
+class Report:
+    def __init__(self, raw_rows: list[dict[str, Any]]) -> None:
+        self.cond_keys = _condition_keys(raw_rows)
+        self.rows = [_Row(r, self.cond_keys) for r in raw_rows]
+        self.tasks = sorted({r.task for r in self.rows}, key=_task_key)
+        self.figures: list[tuple[str, str]] = []  # (file name, caption)
+
+    # ---- selections
+    def _cells(self, rows: Iterable[_Row], key) -> dict[Any, Cell]:
+        groups: dict[Any, list[float]] = defaultdict(list)
+        for r in rows:
+            groups[key(r)].append(r.score)
+        return {k: Cell(v) for k, v in groups.items()}
+
+    def columns(self) -> list[tuple[str, Any]]:
+        return sorted({(r.task, r.size) for r in self.rows}, key=lambda c: (_task_key(c[0]), _sort_key(c[1])))
+
+    def variants(self, rows: Iterable[_Row]) -> list[tuple]:
+        seen = {}
+        for r in rows:
+            seen.setdefault((r.mode, r.method, r.degree, r.copies, r.cond), _variant_key(r))
+        return sorted(seen, key=lambda v: seen[v])
+
+    # ---- tables
+    def methods_table(self) -> list[str]:
+        cols = self.columns()
+        variants = self.variants(self.rows)
+        cells = self._cells(self.rows, lambda r: ((r.mode, r.method, r.degree, r.copies, r.cond), (r.task, r.size)))
+        texts: dict[Any, str] = {}
+        for col in cols:
+            texts.update(_bold_best({k: c for k, c in cells.items() if k[1] == col}))
+        header = ["method"] + [f"{_task_name(t)} n={_size_name(s)}" for t, s in cols]
+        body = []
+        teacher = self.teacher_cells()
+        if teacher:
+            body.append(["teacher"] + [teacher[c].text() if c in teacher else "" for c in cols])
+        for v in variants:
+            body.append([_variant_label(*v)] + [texts.get((v, c), "") for c in cols])
+        return _markdown_table(header, body)
+
+    def teacher_cells(self) -> dict[tuple, Cell]:
+        seen: dict[tuple, float] = {}
+        for r in self.rows:
+            if r.teacher_score is not None:
+                seen.setdefault((r.task, r.size, r.teacher_id or r.seed), r.teacher_score)
+        groups: dict[tuple, list[float]] = defaultdict(list)
+        for (task, size, _), score in sorted(seen.items(), key=lambda kv: repr(kv[0])):
+            groups[(task, size)].append(score)
+        return {k: Cell(v) for k, v in groups.items()}
+
+    def runtime_table(self) -> list[str]:
+        cols = self.columns()
+        variants = self.variants(self.rows)
+        times: dict[Any, list[float]] = defaultdict(list)
+        for r in self.rows:
+            if isinstance(r.runtime, (int, float)):
+                times[((r.mode, r.method, r.degree, r.copies, r.cond), (r.task, r.size))].append(float(r.runtime))
+        header = ["method"] + [f"{_task_name(t)} n={_size_name(s)}" for t, s in cols]
+        body = [[_variant_label(*v)] + [f"{_mean(times[(v, c)]):.0f}" if times.get((v, c)) else "" for c in cols]
+                for v in variants]
+        return _markdown_table(header, body)
+
+    def augmentation_table(self) -> list[str]:
+        variants = [v for v in self.variants(self.rows) if v[1] != "none"]
+        if not variants:
+            return []
+        body = []
+        for v in variants:
+            sel = [r for r in self.rows if (r.mode, r.method, r.degree, r.copies, r.cond) == v]
+            deg = _mean([r.realised for r in sel])
+            flips = _mean([r.flips for r in sel])
+            body.append([_variant_label(*v), "–" if deg is None else f"{deg:.3f}",
+                         "–" if flips is None else f"{flips:.3f}", str(len(sel))])
+        return _markdown_table(["method", "realised degree", "label-flip rate", "runs"], body)
+
+    def degree_groups(self) -> list[tuple[str, str, list[_Row], str]]:
+        """(task, method, rows of that task/method plus its no-augmentation runs, file suffix)."""
+        out = []
+        for task in self.tasks:
+            trows = [r for r in self.rows if r.task == task]
+            methods = sorted({r.method for r in trows if r.degree is not None}, key=_method_key)
+            methods = [m for m in methods if len({r.degree for r in trows if r.method == m}) >= 2]
+            for m in methods:
+                suffix = _slug(task) + ("" if len(methods) == 1 else f"_{_slug(m)}")
+                out.append((task, m, [r for r in trows if r.method in (m, "none")], suffix))
+        return out
+
+    def degree_tables(self) -> list[str]:
+        lines: list[str] = []
+        for task, method, rows, _ in self.degree_groups():
+            deg_rows = [r for r in rows if r.method == method]
+            degrees = sorted({r.degree for r in deg_rows}, key=_sort_key)
+            has_none = any(r.method == "none" for r in rows)
+            keys = sorted({(r.size, r.mode, r.copies, r.cond) for r in deg_rows},
+                          key=lambda k: (_sort_key(k[0]), _mode_key(k[1]), k[2], repr(k[3])))
+            cells = self._cells(deg_rows, lambda r: ((r.size, r.mode, r.copies, r.cond), r.degree))
+            base = self._cells([r for r in rows if r.method == "none"], lambda r: (r.size, r.mode, r.cond))
+            header = ["n", "mode", "copies"] + (["no DA"] if has_none else []) + \
+                [f"degree {d:g}" for d in degrees] + ["best degree"]
+            body = []
+            for k in keys:
+                row_cells = {d: cells[(k, d)] for d in degrees if (k, d) in cells}
+                texts = _bold_best(row_cells)
+                best = max(row_cells, key=lambda d: (row_cells[d].mean, -_sort_key(d)[1]))
+                label = k[1].upper() + (f" ({_cond_label(k[3])})" if k[3] else "")
+                b = base.get((k[0], k[1], k[3]))
+                body.append([_size_name(k[0]), label, str(k[2])] + ([b.text() if b else ""] if has_none else [])
+                            + [texts.get(d, "") for d in degrees] + [f"{best:g}"])
+            lines += [f"### {_task_name(task)}: {method}, dev score vs degree", ""]
+            lines += _markdown_table(header, body, ["---:", "---", "---:"] + ["---:"] * (len(header) - 3))
+            lines += [""]
+            lines += self.best_degree_table(task, method, deg_rows)
+        return lines
+
+    def _best_degrees(self, deg_rows: list[_Row]) -> dict[tuple, tuple[float, Cell]]:
+        """(mode, copies, cond, size) -> (best degree, its cell)."""
+        cells = self._cells(deg_rows, lambda r: ((r.mode, r.copies, r.cond, r.size), r.degree))
+        best: dict[tuple, tuple[float, Cell]] = {}
+        for (key, degree), cell in sorted(cells.items(), key=lambda kv: (repr(kv[0][0]), _sort_key(kv[0][1]))):
+            if key not in best or round(cell.mean, 6) > round(best[key][1].mean, 6):
+                best[key] = (degree, cell)
+        return best
+
+    def best_degree_table(self, task: str, method: str, deg_rows: list[_Row]) -> list[str]:
+        best = self._best_degrees(deg_rows)
+        sizes = sorted({k[3] for k in best}, key=_sort_key)
+        lines_keys = sorted({k[:3] for k in best}, key=lambda k: (_mode_key(k[0]), k[1], repr(k[2])))
+        header = ["mode", "copies"] + [f"n={_size_name(s)}" for s in sizes]
+        body = []
+        for lk in lines_keys:
+            label = lk[0].upper() + (f" ({_cond_label(lk[2])})" if lk[2] else "")
+            body.append([label, str(lk[1])] + [f"{best[(*lk, s)][0]:g} ({best[(*lk, s)][1].mean:.1f})"
+                                                if (*lk, s) in best else "" for s in sizes])
+        return [f"Best degree (its mean score) per training-set size, {_task_name(task)}, {method}:", ""] + \
+            _markdown_table(header, body, ["---", "---:"] + ["---:"] * len(sizes)) + [""]
+
+    # ---- figures
+    def methods_figure(self, out: Path, task: str) -> None:
+        rows = [r for r in self.rows if r.task == task]
+        variants = self.variants(rows)
+        if len(variants) < 2:
+            return
+        plt = _plt()
+        sizes = sorted({r.size for r in rows}, key=_sort_key)
+        cells = self._cells(rows, lambda r: ((r.mode, r.method, r.degree, r.copies, r.cond), r.size))
+        fig, ax = plt.subplots(figsize=(10, 5.5))
+        width = 0.8 / len(sizes)
+        for j, size in enumerate(sizes):
+            xs, ys, es = [], [], []
+            for i, v in enumerate(variants):
+                c = cells.get((v, size))
+                if c is not None:
+                    xs.append(i - 0.4 + width * (j + 0.5))
+                    ys.append(c.mean)
+                    es.append(c.std)
+            ax.bar(xs, ys, width=width, yerr=es, capsize=3, label=f"n={_size_name(size)}",
+                   color=f"C{j % 10}", edgecolor="black", linewidth=0.5)
+        lo = min(c.mean - c.std for c in cells.values())
+        hi = max(c.mean + c.std for c in cells.values())
+        pad = max(1.0, 0.1 * (hi - lo))
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xticks(range(len(variants)))
+        ax.set_xticklabels([_variant_label(*v) for v in variants], rotation=40, ha="right", fontsize=8)
+        ax.set_ylabel("dev score ×100 (mean ± std over seeds)")
+        ax.set_xlabel("method")
+        ax.set_title(f"{_task_name(task)}: method comparison")
+        ax.legend(title="training-set size", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        name = f"methods_{_slug(task)}.png"
+        _save(fig, out / name)
+        self.figures.append((name, f"{_task_name(task)}: dev score per method and training-set size"))
+
+    def degree_figure(self, out: Path, task: str, method: str, rows: list[_Row], suffix: str) -> None:
+        plt = _plt()
+        deg_rows = [r for r in rows if r.method == method]
+        sizes = sorted({r.size for r in deg_rows}, key=_sort_key)
+        cells = self._cells(deg_rows, lambda r: ((r.size, r.mode, r.copies, r.cond), r.degree))
+        base = self._cells([r for r in rows if r.method == "none"], lambda r: (r.size, r.mode, r.cond))
+        line_keys = sorted({(r.mode, r.copies, r.cond) for r in deg_rows},
+                           key=lambda k: (_mode_key(k[0]), k[1], repr(k[2])))
+        fig, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes) + 1, 4.5), squeeze=False)
+        for ax, size in zip(axes[0], sizes):
+            for i, lk in enumerate(line_keys):
+                pts = sorted(((d, c) for (k, d), c in cells.items() if k == (size, *lk)), key=lambda t: _sort_key(t[0]))
+                if not pts:
+                    continue
+                label = f"{lk[0].upper()} ×{lk[1]}" + (f" {_cond_label(lk[2])}" if lk[2] else "")
+                ax.errorbar([d for d, _ in pts], [c.mean for _, c in pts], yerr=[c.std for _, c in pts],
+                            color=_MODE_COLORS.get(lk[0], f"C{i % 10}"), capsize=3, label=label,
+                            **_line_style(sorted({k[1] for k in line_keys}).index(lk[1])))
+            for mode in sorted({k[0] for k in line_keys}, key=_mode_key):
+                for cond in sorted({k[2] for k in line_keys}, key=repr):
+                    b = base.get((size, mode, cond))
+                    if b is not None:
+                        ax.axhline(b.mean, color=_MODE_COLORS.get(mode, "gray"), linestyle=(0, (1, 3)), linewidth=1.2,
+                                   label=f"{mode.upper()} no DA" + (f" {_cond_label(cond)}" if cond else ""))
+            ax.set_title(f"n={_size_name(size)}")
+            ax.set_xlabel(f"degree (share of tokens changed, {method})")
+            ax.set_ylabel("dev score ×100")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{_task_name(task)}: dev score vs augmentation degree (mean ± std over seeds)")
+        fig.tight_layout()
+        name = f"degree_{suffix}.png"
+        _save(fig, out / name)
+        self.figures.append((name, f"{_task_name(task)}: dev score vs degree ({method}), KD and FT, "
+                                   "one panel per training-set size"))
+
+    def best_degree_figure(self, out: Path, task: str, method: str, rows: list[_Row], suffix: str) -> None:
+        deg_rows = [r for r in rows if r.method == method]
+        best = self._best_degrees(deg_rows)
+        sizes = sorted({k[3] for k in best if k[3] is not None})
+        if len(sizes) < 2:
+            return
+        plt = _plt()
+        line_keys = sorted({k[:3] for k in best}, key=lambda k: (_mode_key(k[0]), k[1], repr(k[2])))
+        copies_values = sorted({k[1] for k in line_keys})
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        degrees = sorted({r.degree for r in deg_rows if r.degree is not None})
+        for i, lk in enumerate(line_keys):
+            pts = [(s, best[(*lk, s)][0]) for s in sizes if (*lk, s) in best]
+            label = f"{lk[0].upper()} ×{lk[1]}" + (f" {_cond_label(lk[2])}" if lk[2] else "")
+            shift = 1.025 ** (i - (len(line_keys) - 1) / 2)  # keep overlapping lines visible
+            ax.plot([p[0] * shift for p in pts], [p[1] for p in pts], color=_MODE_COLORS.get(lk[0], f"C{i % 10}"),
+                    label=label, alpha=0.9, **_line_style(copies_values.index(lk[1])))
+        ax.set_yticks(degrees)
+        ax.set_ylim(min(degrees) - 0.05, max(degrees) + 0.05)
+        ax.set_xscale("log")
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([_size_name(s) for s in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("training-set size (rows, log scale; lines nudged apart)")
+        ax.set_ylabel(f"best degree ({method})")
+        ax.set_title(f"{_task_name(task)}: best degree vs training-set size")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = f"best_degree_{suffix}.png"
+        _save(fig, out / name)
+        self.figures.append((name, f"{_task_name(task)}: best degree ({method}) vs training-set size, KD and FT"))
+
+    def copies_figure(self, out: Path, task: str, method: str, rows: list[_Row], suffix: str) -> None:
+        deg_rows = [r for r in rows if r.method == method]
+        if len({r.copies for r in deg_rows}) < 2:
+            return
+        plt = _plt()
+        sizes = sorted({r.size for r in deg_rows}, key=_sort_key)
+        cells = self._cells(deg_rows, lambda r: ((r.size, r.mode, r.cond), r.degree, r.copies))
+        base = self._cells([r for r in rows if r.method == "none"], lambda r: (r.size, r.mode, r.cond))
+        line_keys = sorted({(r.mode, r.cond) for r in deg_rows}, key=lambda k: (_mode_key(k[0]), repr(k[1])))
+        fig, axes = plt.subplots(1, len(sizes), figsize=(4.5 * len(sizes) + 1, 4.5), squeeze=False)
+        for ax, size in zip(axes[0], sizes):
+            xs_all: set[int] = set()
+            for i, lk in enumerate(line_keys):
+                mine = {(d, c): cell for (k, d, c), cell in cells.items() if k == (size, *lk)}
+                if not mine:
+                    continue
+                by_degree: dict[Any, list[float]] = defaultdict(list)
+                for (d, _), cell in mine.items():
+                    by_degree[d].append(cell.mean)
+                best_d = max(sorted(by_degree, key=_sort_key), key=lambda d: sum(by_degree[d]) / len(by_degree[d]))
+                pts = sorted((c, cell) for (d, c), cell in mine.items() if d == best_d)
+                b = base.get((size, *lk))
+                xs = ([0] if b else []) + [c for c, _ in pts]
+                ys = ([b.mean] if b else []) + [cell.mean for _, cell in pts]
+                es = ([b.std] if b else []) + [cell.std for _, cell in pts]
+                xs_all.update(xs)
+                dlabel = "" if best_d is None else f", degree {best_d:g}"
+                ax.errorbar(xs, ys, yerr=es, color=_MODE_COLORS.get(lk[0], f"C{i % 10}"), capsize=3,
+                            label=f"{lk[0].upper()}{dlabel}" + (f" {_cond_label(lk[1])}" if lk[1] else ""),
+                            **_line_style(i))
+            ax.set_xticks(sorted(xs_all))
+            ax.set_title(f"n={_size_name(size)}")
+            ax.set_xlabel("augmented copies per example (0 = no DA)")
+            ax.set_ylabel("dev score ×100")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{_task_name(task)}: dev score vs copies ({method}, each mode at its best degree)")
+        fig.tight_layout()
+        name = f"copies_{suffix}.png"
+        _save(fig, out / name)
+        self.figures.append((name, f"{_task_name(task)}: dev score vs copies per example ({method}), KD and FT"))
+
+    # ---- all
+    def write(self, out: Path) -> None:
+        plt = _plt()
+        with plt.style.context("default"):
+            for task in self.tasks:
+                self.methods_figure(out, task)
+            for task, method, rows, suffix in self.degree_groups():
+                self.degree_figure(out, task, method, rows, suffix)
+                self.best_degree_figure(out, task, method, rows, suffix)
+                self.copies_figure(out, task, method, rows, suffix)
+        (out / "README.md").write_text(self.markdown(), encoding="utf-8")
+
+    def markdown(self) -> str:
+        n_runs = len(self.rows)
+        seeds = sorted({r.seed for r in self.rows}, key=_sort_key)
+        lines = ["# Study results", "",
+                 f"{n_runs} finished runs over {len(self.tasks)} task(s) and {len(seeds)} seed(s). Cells: dev score "
+                 "×100 as `mean ± std (n=seeds)` (std over seeds, ddof=1). The score is accuracy (SST-2, RTE), "
+                 "Matthews correlation (CoLA), the mean of F1 and accuracy (MRPC) and of Pearson and Spearman "
+                 "(STS-B). Bold: the best mean in its column (methods) or row (degrees). Regenerate with "
+                 "`augpro report results.jsonl --output DIR`.", ""]
+        if self.cond_keys:
+            lines += ["Settings that vary across runs besides task, size, mode, method, degree, copies and seed: "
+                      + ", ".join(f"`{k}`" for k in self.cond_keys) + ".", ""]
+        lines += ["## Method comparison", ""]
+        if self.teacher_cells():
+            lines += ["`teacher`: the fine-tuned teacher the KD students learn from (one per task, size and seed).",
+                      ""]
+        lines += self.methods_table() + [""]
+        deg = self.degree_tables()
+        if deg:
+            lines += ["## Degree of augmentation", ""] + deg
+        aug = self.augmentation_table()
+        if aug:
+            lines += ["## Augmentation statistics", "",
+                      "Realised degree: mean share of eligible tokens changed per augmented example. Label-flip "
+                      "rate: share of augmented examples whose teacher prediction differs from the source's.", ""]
+            lines += aug + [""]
+        lines += ["## Runtime", "", "Mean wall-clock seconds per run (training and evaluation, teacher excluded).",
+                  ""] + self.runtime_table() + [""]
+        if self.figures:
+            lines += ["## Figures", ""]
+            for name, caption in self.figures:
+                lines += [f"### {caption}", "", f"![{caption}]({name})", ""]
+        return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_report(results_path: str, output_dir: str) -> None:
+    """Write ``README.md`` and the PNG figures for ``results_path`` into ``output_dir``."""
+    rows = load_rows(results_path)
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    # figures from an earlier report that this data no longer supports would make the folder differ
+    for old in sorted(out.glob("*.png")):
+        if old.name.startswith(_FIG_PATTERNS):
+            old.unlink()
+    Report(rows).write(out)
+    print(f"augpro report: {len(rows)} runs -> {out / 'README.md'} and {len(list(out.glob('*.png')))} figure(s)")

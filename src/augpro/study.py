@@ -1,0 +1,623 @@
+"""``augpro study CONFIG.yaml``: a resumable grid of trainings expanded from one YAML file.
+
+YAML format (read with ``yaml.safe_load``; nothing in it is evaluated)::
+
+    output_dir: runs/my-study          # where results.jsonl, teachers/ and runs/ go
+    description: free text             # optional, ignored
+    base:                              # TrainConfig settings shared by every run
+      train-size: 1000                 # flag-style (train-size) or field-style (train_size) keys
+      student_layers: 2
+    teacher:                           # settings of the teacher runs (mode=teacher), e.g. epochs
+      epochs: 3
+    grids:                             # each grid: a cartesian product of its list values
+      - {task: [sst2, rte], mode: [kd, ft], augment: none, seed: [0, 1, 2]}
+      - {task: [sst2, rte], mode: kd, augment: [knn, augpro-mix], degree: [0.1, 0.3], seed: [0, 1, 2]}
+
+Every key of ``base``, ``teacher`` and each grid must be a :class:`~augpro.config.TrainConfig`
+field (unknown keys are a :class:`~augpro.errors.UserError` naming the key and the file); values
+are coerced to the field's type (``student_layers: 2`` becomes ``"2"``, ``epochs: 3`` becomes
+``3.0``) and every run is checked with :func:`augpro.config.validate` before anything runs. A
+run's settings are ``base`` updated by one grid point; the run list is the union of all grids
+with duplicates removed. For ``augment: none`` the augmentation-only settings ``degree`` and
+``copies`` are normalised to ``None`` and ``1`` (so a grid may list degrees next to ``none``
+without creating identical runs).
+
+Each run has a ``run_id``: a short hash of its normalised settings (without ``output_dir``,
+``data_dir``, ``progress``, ``threads``, ``resume`` and ``cache``, which do not change results; a
+study-trained teacher enters as its own id, not its path). Runs are ordered by seed first, so a
+half-finished study already has every cell at fewer seeds.
+
+Teachers are trained once per distinct teacher setting (task, data, train_size, seed,
+max_length, ``model``, batch sizes, plus the ``teacher:`` section) under
+``<output_dir>/teachers/<task>-n<size>-s<seed>-<hash>/`` and reused when their ``metrics.json``
+exists; their logits are cached on disk by the runner. Student runs go to
+``<output_dir>/runs/<run_id>/``; after a run finishes its line is appended to
+``<output_dir>/results.jsonl`` (one ``os.write`` of the whole line on an ``O_APPEND`` descriptor,
+then ``fsync``), then the run's weights and logs are deleted (``metrics.json``, ``train_ids.json``
+and ``train.log`` stay). A run folder without a results line is stale and is re-run from
+scratch. On start a torn last line (a kill in the middle of a write) is cut off, and duplicated
+run ids are ignored, so no truncated or repeated line is ever counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from augpro.config import TrainConfig, validate
+from augpro.errors import UserError
+
+#: the training function; imported on first use (it pulls in torch and transformers), so that
+#: ``augpro report`` and ``--dry-run`` stay fast. Tests replace it with a fake.
+run_training = None
+
+log = logging.getLogger("augpro.study")
+
+RESULTS_FILE = "results.jsonl"
+TOP_LEVEL_KEYS = ("output_dir", "base", "teacher", "grids", "description", "name")
+#: settings that never change a run's result, left out of run ids
+UNHASHED = ("output_dir", "data_dir", "progress", "threads", "resume", "cache")
+#: settings the study itself controls for student runs
+FORCED = {"save_checkpoints": False, "eval_every_epoch": False, "progress": False, "resume": False}
+#: settings a teacher takes from the student run it serves (the ``teacher:`` section may override)
+TEACHER_INHERITS = ("task", "data_dir", "from_hub", "train_file", "dev_file", "text_columns", "label_column",
+                    "regression", "train_size", "max_length", "model", "seed", "batch_size", "eval_batch_size",
+                    "trust_remote_code", "cache", "threads")
+#: files of a finished run that stay after its weights are deleted
+KEEP_FILES = ("metrics.json", "train_ids.json", "train.log")
+
+_FIELD_TYPES = {f.name: str(f.type) for f in fields(TrainConfig)}
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    """``value`` converted to the type of TrainConfig field ``key`` (or a UserError)."""
+    kind = _FIELD_TYPES[key]
+    optional = "None" in kind
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"{where}: {key} cannot be empty")
+    base = kind.split("|")[0].strip()
+    bad = UserError(f"{where}: {key} must be {base}, got {value!r}")
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if base == "int":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if base == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if base == "str":
+        if isinstance(value, bool) or isinstance(value, (list, dict)):
+            raise bad
+        return str(value)
+    if base.startswith("dict"):
+        if isinstance(value, dict):
+            return value
+        raise bad
+    return value  # pragma: no cover - every field type is handled above
+
+
+def _clean_section(section: Any, where: str, path: Path, grid: bool = False) -> dict[str, Any]:
+    """A YAML mapping with keys checked against TrainConfig and values coerced (lists kept in grids)."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise UserError(f"{path}: {where} must be a mapping of settings")
+    names = set(_FIELD_TYPES)
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        k = str(key).replace("-", "_")
+        if k not in names:
+            raise UserError(f"{path}: unknown setting {key!r} in {where} (settings are `augpro distill` flags, "
+                            "e.g. train-size or train_size)")
+        if k == "output_dir":
+            raise UserError(f"{path}: output_dir belongs at the top level, not in {where}")
+        if k in out:
+            raise UserError(f"{path}: setting {key!r} given twice in {where}")
+        here = f"{path}: {where}"
+        if grid and isinstance(value, list):
+            if not value:
+                raise UserError(f"{here}: {key} has an empty list")
+            out[k] = [_coerce(k, v, here) for v in value]
+        else:
+            out[k] = _coerce(k, value, here)
+    return out
+
+
+def _hash(obj: Any, n: int = 12) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _hashed_view(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in UNHASHED}
+
+
+def _check_run(settings: dict[str, Any], where: str) -> None:
+    """Every check that can be made without data or models."""
+    from augpro.augment import METHODS
+
+    cfg = TrainConfig(**{**settings, "teacher": settings.get("teacher") or "<study teacher>"})
+    try:
+        validate(cfg)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    if cfg.mode == "teacher":
+        raise UserError(f"{where}: grids hold student runs (mode kd or ft); teachers are trained as needed "
+                        "from the `teacher:` section")
+    if cfg.augment not in METHODS:
+        raise UserError(f"{where}: unknown augment {cfg.augment!r}; choose from {', '.join(METHODS)}")
+    if cfg.degree is not None and cfg.augment in ("mixkd", "fgsm"):
+        raise UserError(f"{where}: degree does not apply to {cfg.augment}; put it in a grid without degree")
+
+
+@dataclass
+class Teacher:
+    """One teacher training, shared by every KD run with the same teacher settings."""
+
+    teacher_id: str
+    settings: dict[str, Any]
+    folder: Path
+
+
+@dataclass
+class Run:
+    """One student training of the grid."""
+
+    run_id: str
+    settings: dict[str, Any]          # full TrainConfig dict (teacher path filled in for KD runs)
+    teacher: Teacher | None = None
+
+    def describe(self) -> str:
+        s = self.settings
+        bits = [str(s["task"] or "custom"), f"n={s['train_size'] if s['train_size'] is not None else 'all'}",
+                s["mode"], s["augment"]]
+        if s["degree"] is not None:
+            bits.append(f"degree={s['degree']:g}")
+        if s["copies"] != 1:
+            bits.append(f"x{s['copies']}")
+        bits.append(f"seed={s['seed']}")
+        return " ".join(bits)
+
+
+@dataclass
+class Study:
+    path: Path
+    output_dir: Path
+    runs: list[Run]
+    teachers: dict[str, Teacher] = field(default_factory=dict)
+
+    @property
+    def results_path(self) -> Path:
+        return self.output_dir / RESULTS_FILE
+
+
+def _expand(grid: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    keys = list(grid)
+    axes = [grid[k] if isinstance(grid[k], list) else [grid[k]] for k in keys]
+    for combo in itertools.product(*axes):
+        yield dict(zip(keys, combo))
+
+
+def _teacher_for(settings: dict[str, Any], teacher_section: dict[str, Any], out: Path) -> Teacher:
+    values = {k: settings[k] for k in TEACHER_INHERITS}
+    values.update(teacher_section)
+    values.update(mode="teacher", augment="none", degree=None, copies=1, teacher=None, save_checkpoints=False,
+                  eval_every_epoch=False, progress=False, resume=False)
+    full = TrainConfig(**values).to_dict()
+    tid = _hash(_hashed_view(full), 8)
+    size = full["train_size"] if full["train_size"] is not None else "all"
+    folder = out / "teachers" / f"{full['task'] or 'custom'}-n{size}-s{full['seed']}-{tid}"
+    full["output_dir"] = str(folder)
+    return Teacher(teacher_id=tid, settings=full, folder=folder)
+
+
+def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> Study:
+    """Parse, validate and expand a study YAML into its run list (nothing is written)."""
+    path = Path(config_path)
+    if not path.is_file():
+        raise UserError(f"study config {path} not found")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: the study config must be a mapping with base/teacher/grids")
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            raise UserError(f"{path}: unknown top-level key {key!r}; expected {', '.join(TOP_LEVEL_KEYS)}")
+    out = output_dir if output_dir is not None else doc.get("output_dir")
+    if not out:
+        raise UserError(f"{path}: no output_dir (give it in the YAML or with --output-dir)")
+    out = Path(str(out)).expanduser()
+
+    base = _clean_section(doc.get("base"), "base", path)
+    teacher_section = _clean_section(doc.get("teacher"), "teacher", path)
+    for k in ("mode", "augment", "degree", "copies", "teacher"):
+        if k in teacher_section:
+            raise UserError(f"{path}: {k!r} cannot be set in the teacher section")
+    grids_raw = doc.get("grids")
+    if grids_raw is None:
+        grids_raw = [{}]
+    if not isinstance(grids_raw, list) or not grids_raw:
+        raise UserError(f"{path}: grids must be a non-empty list of mappings")
+    grids = [_clean_section(g, f"grids[{i}]", path, grid=True) for i, g in enumerate(grids_raw)]
+
+    runs: list[Run] = []
+    teachers: dict[str, Teacher] = {}
+    seen: set[str] = set()
+    for gi, grid in enumerate(grids):
+        for point in _expand(grid):
+            values = {**base, **point}
+            values.update(FORCED)
+            values["output_dir"] = None
+            settings = TrainConfig(**values).to_dict()
+            if settings["augment"] == "none":
+                settings["degree"], settings["copies"] = None, 1
+            where = f"{path}: grids[{gi}] {json.dumps(point, sort_keys=True)}"
+            _check_run(settings, where)
+            teacher: Teacher | None = None
+            hashed = _hashed_view(settings)
+            if settings["mode"] == "kd" and not settings["teacher"]:
+                teacher = _teacher_for(settings, teacher_section, out)
+                try:
+                    validate(TrainConfig(**teacher.settings))
+                except UserError as exc:
+                    raise UserError(f"{path}: teacher section: {exc}") from None
+                teachers.setdefault(teacher.teacher_id, teacher)
+                hashed["teacher"] = f"study-teacher:{teacher.teacher_id}"
+                settings["teacher"] = str(teacher.folder)
+            elif settings["mode"] == "ft":
+                settings["teacher"] = None
+                hashed["teacher"] = None
+            run_id = _hash(hashed)
+            if run_id in seen:
+                continue
+            seen.add(run_id)
+            settings["output_dir"] = str(out / "runs" / run_id)
+            runs.append(Run(run_id=run_id, settings=settings, teacher=teacher))
+
+    # seed first (a partial study has every cell at fewer seeds), then groups sharing a teacher
+    group_order: dict[tuple, int] = {}
+    for r in runs:
+        group_order.setdefault((r.settings["task"], r.settings["train_size"]), len(group_order))
+    runs = sorted(runs, key=lambda r: (r.settings["seed"], group_order[(r.settings["task"], r.settings["train_size"])]))
+    return Study(path=path, output_dir=out, runs=runs, teachers=teachers)
+
+
+# --------------------------------------------------------------------------- results file
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def repair_results(path: Path) -> bool:
+    """Cut a torn last line (no trailing newline) back to the last complete line. True if cut."""
+    if not path.exists():
+        return False
+    with open(path, "rb+") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        if size == 0:
+            return False
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return False
+        # find the last newline, reading backwards in blocks
+        pos, keep = size, 0
+        while pos > 0:
+            start = max(0, pos - 65536)
+            fh.seek(start)
+            block = fh.read(pos - start)
+            idx = block.rfind(b"\n")
+            if idx >= 0:
+                keep = start + idx + 1
+                break
+            pos = start
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+    print(f"augpro study: {path}: removed a torn last line ({size - keep} bytes) left by an interrupted write",
+          file=sys.stderr)
+    return True
+
+
+def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The complete result lines of a results.jsonl, first occurrence of each run_id, in file order.
+
+    Blank lines, a torn (unterminated) last line and lines that are not JSON objects are skipped.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if not data.endswith(b"\n"):
+        lines = lines[:-1]  # an unterminated last line is a torn write
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("%s: skipping a line that is not JSON", path)
+            continue
+        if not isinstance(row, dict) or "run_id" not in row:
+            continue
+        if row["run_id"] in seen:
+            continue
+        seen.add(row["run_id"])
+        out.append(row)
+    return out
+
+
+def append_line(path: Path, row: dict[str, Any]) -> None:
+    """Append one JSON line atomically: a single write on an O_APPEND descriptor, then fsync."""
+    data = (json.dumps(row, sort_keys=True, default=str) + "\n").encode()
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):  # regular files write all at once; a short write is finished here
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(path.parent)  # the new file's directory entry is durable too
+
+
+# --------------------------------------------------------------------------- running
+
+
+@contextlib.contextmanager
+def _quiet(log_path: Path | None) -> Iterator[None]:
+    """Library logs down to errors; the Trainer's per-step log dicts (stdout) go to ``log_path``."""
+    hf_logging = None
+    if "transformers" in sys.modules:  # the real runner is loaded (a fake one needs no transformers)
+        from transformers.utils import logging as hf_logging
+
+        old_hf = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+    aug_logger = logging.getLogger("augpro")
+    old_aug = aug_logger.level
+    aug_logger.setLevel(logging.WARNING)
+    sink = open(log_path, "a") if log_path is not None else open(os.devnull, "w")
+    try:
+        with sink, contextlib.redirect_stdout(sink), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if hf_logging is not None:
+            hf_logging.set_verbosity(old_hf)
+        aug_logger.setLevel(old_aug)
+
+
+def _lock(out: Path):
+    """An exclusive lock on the study folder (two processes would run the same runs twice)."""
+    fh = open(out / ".lock", "w")
+    try:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - not POSIX
+        pass
+    except OSError:
+        fh.close()
+        raise UserError(f"another `augpro study` is running in {out}") from None
+    return fh
+
+
+def _clear_run_folder(folder: Path) -> None:
+    """Delete what a finished run no longer needs (weights, tokenizer, TensorBoard logs)."""
+    for item in folder.iterdir():
+        if item.name in KEEP_FILES:
+            continue
+        if item.is_dir() and not item.is_symlink():
+            shutil.rmtree(item, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                item.unlink()
+
+
+def _trainer():
+    global run_training
+    if run_training is None:
+        from augpro.runner import run_training as real
+
+        run_training = real
+    return run_training
+
+
+def _ensure_teacher(teacher: Teacher) -> dict[str, Any]:
+    done = teacher.folder / "metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if teacher.folder.exists():
+        shutil.rmtree(teacher.folder)  # stale: killed before it finished
+    teacher.folder.mkdir(parents=True)
+    train = _trainer()
+    with _quiet(teacher.folder / "train.log"):
+        return train(TrainConfig(**teacher.settings))
+
+
+def _result_line(run: Run, result: dict[str, Any], teacher_metrics: dict[str, Any] | None) -> dict[str, Any]:
+    s = run.settings
+    aug = result.get("augmentation") or {}
+    dev = result.get("dev") or {}
+    return {
+        "run_id": run.run_id,
+        "settings": s,
+        "task": s["task"] or "custom",
+        "mode": s["mode"],
+        "augment": s["augment"],
+        "degree": s["degree"],
+        "copies": s["copies"],
+        "train_size": s["train_size"],
+        "seed": s["seed"],
+        "dev": dev,
+        "score": dev.get("score"),
+        "realised_degree": aug.get("realised_degree"),
+        "label_flip_rate": aug.get("label_flip_rate"),
+        "runtime_s": result.get("runtime_s"),
+        "steps": result.get("steps"),
+        "teacher_id": run.teacher.teacher_id if run.teacher else None,
+        "teacher_dev": (teacher_metrics or {}).get("dev") if s["mode"] == "kd" else None,
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _summary(i: int, total: int, run: Run, row: dict[str, Any]) -> str:
+    score = row["score"]
+    text = f"[{i}/{total}] {run.run_id} {run.describe()}: score {score:.4f}" if score is not None else \
+        f"[{i}/{total}] {run.run_id} {run.describe()}: no score"
+    extra = []
+    if row["realised_degree"] is not None:
+        extra.append(f"realised degree {row['realised_degree']:.3f}")
+    if row["label_flip_rate"] is not None:
+        extra.append(f"flips {row['label_flip_rate']:.3f}")
+    if extra:
+        text += " (" + ", ".join(extra) + ")"
+    return text + f", {row['runtime_s'] or 0:.0f} s"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subprocess
+    raise _Terminated()
+
+
+def run_study(config_path: str, output_dir: str | None = None, limit: int | None = None,
+              dry_run: bool = False) -> int:
+    """Run (or resume) the study in ``config_path``; returns the exit code (0, or 130 when interrupted)."""
+    if limit is not None and limit < 0:
+        raise UserError(f"--limit must be at least 0, got {limit}")
+    study = load_study(config_path, output_dir)
+    resume_cmd = f"augpro study {config_path}" + (f" --output-dir {output_dir}" if output_dir is not None else "")
+    if dry_run:
+        done_ids = {row["run_id"] for row in read_results(study.results_path)}
+        todo = [r for r in study.runs if r.run_id not in done_ids]
+        print(f"{study.path}: {len(study.runs)} runs ({len(study.runs) - len(todo)} finished, {len(todo)} to run), "
+              f"{len(study.teachers)} teachers, output {study.output_dir}")
+        show: list[Run | None] = list(todo) if len(todo) <= 12 else [*todo[:8], None, *todo[-3:]]
+        for r in show:
+            print("  ..." if r is None else f"  {r.run_id}  {r.describe()}")
+        return 0
+
+    study.output_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(study.output_dir)
+    old_handler = None
+    try:
+        with contextlib.suppress(ValueError):  # not in the main thread: no handler
+            old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+        return _run_all(study, limit, resume_cmd)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+        lock.close()
+
+
+def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
+    from tqdm.auto import tqdm
+
+    results_path = study.results_path
+    repair_results(results_path)  # we hold the lock: nobody else appends
+    done_ids = {row["run_id"] for row in read_results(results_path)}
+    todo = [r for r in study.runs if r.run_id not in done_ids]
+    total, n_done = len(study.runs), len(study.runs) - len(todo)
+    for run in study.runs:  # a kill between a run's line and its clean-up left its weights behind
+        folder = Path(run.settings["output_dir"])
+        if run.run_id in done_ids and folder.is_dir():
+            _clear_run_folder(folder)
+    if limit is not None:
+        todo = todo[:limit]
+    if n_done == total:
+        print(f"augpro study: all {total} runs of {study.path} are finished ({results_path})")
+        return 0
+    print(f"augpro study: {total} runs, {n_done} finished, running {len(todo)} -> {results_path}")
+    (study.output_dir / "runs").mkdir(parents=True, exist_ok=True)
+    teacher_metrics: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(todo), desc="study", unit="run", dynamic_ncols=True, smoothing=0.1)
+    current: Run | None = None
+    finished = 0
+    try:
+        for run in todo:
+            current = run
+            t_metrics = None
+            if run.teacher is not None:
+                if run.teacher.teacher_id not in teacher_metrics:
+                    bar.set_postfix_str(f"teacher {run.teacher.folder.name}", refresh=True)
+                    teacher_metrics[run.teacher.teacher_id] = _ensure_teacher(run.teacher)
+                t_metrics = teacher_metrics[run.teacher.teacher_id]
+            bar.set_postfix_str(run.describe(), refresh=True)
+            folder = Path(run.settings["output_dir"])
+            if folder.exists():
+                shutil.rmtree(folder)  # stale: started earlier, never got a results line
+            folder.mkdir(parents=True)
+            train = _trainer()
+            with _quiet(folder / "train.log"):
+                result = train(TrainConfig(**run.settings))
+            row = _result_line(run, result, t_metrics)
+            append_line(results_path, row)
+            current = None
+            finished += 1
+            _clear_run_folder(folder)
+            bar.update(1)
+            tqdm.write(_summary(n_done + finished, total, run, row))
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\naugpro study: interrupted; {n_done + finished} of {total} runs are finished and kept in "
+              f"{results_path}. Resume with: {resume_cmd}", file=sys.stderr)
+        return 130
+    except BaseException as exc:
+        bar.close()
+        what = f"run {current.run_id} ({current.describe()})" if current is not None else "the study"
+        if isinstance(exc, UserError):
+            raise UserError(f"{what}: {exc}") from None
+        print(f"augpro study: {what} failed; {n_done + finished} of {total} runs are finished. Fix the cause and "
+              f"resume with: {resume_cmd}", file=sys.stderr)
+        raise
+    bar.close()
+    left = total - n_done - finished
+    if left:
+        print(f"augpro study: stopped after {finished} runs (--limit); {left} left. Resume with: {resume_cmd}")
+    else:
+        print(f"augpro study: all {total} runs finished. Summarise with: augpro report {results_path} "
+              f"--output DIR")
+    return 0

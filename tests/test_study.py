@@ -1,0 +1,603 @@
+"""`augpro study` (grid expansion, resumable results file, teachers) and `augpro report`.
+
+Most tests replace the training function with a fast fake that writes a ``metrics.json``; one
+slow test runs ``configs/smoke.yaml`` for real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from augpro import study as study_mod
+from augpro.errors import UserError
+from augpro.report import write_report
+from augpro.study import append_line, load_study, read_results, repair_results, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- a fake runner
+
+
+def fake_result(cfg) -> dict:
+    """A deterministic, plausible metrics dict for a config (no training)."""
+    s = cfg.to_dict()
+    h = int(hashlib.sha256(json.dumps([s["seed"], s["task"], s["mode"], s["augment"], s["degree"], s["copies"],
+                                       s["train_size"]], default=str).encode()).hexdigest()[:8], 16)
+    noise = (h % 1000) / 1000 * 0.02
+    degree = s["degree"] or 0.0
+    best = 0.3 if s["mode"] == "kd" else 0.1
+    score = 0.8 + 0.05 * (s["mode"] == "kd") - 0.2 * (degree - best) ** 2 + 0.01 * (s["copies"] - 1) + noise
+    if s["mode"] == "teacher":
+        score = 0.9 + noise
+    aug = {"method": s["augment"]}
+    if s["augment"] != "none":
+        aug["realised_degree"] = degree
+        if s["mode"] == "kd":
+            aug["label_flip_rate"] = degree / 3
+    return {"mode": s["mode"], "task": s["task"], "dev": {"accuracy": score, "score": score}, "runtime_s": 1.5,
+            "train_runtime_s": 1.0, "steps": 8, "augmentation": aug, "settings": s}
+
+
+class FakeRunner:
+    """Records calls; writes the files a real run leaves behind."""
+
+    def __init__(self, fail_on: int | None = None, interrupt_on: int | None = None) -> None:
+        self.calls: list[dict] = []
+        self.fail_on = fail_on
+        self.interrupt_on = interrupt_on
+
+    def __call__(self, cfg) -> dict:
+        self.calls.append(cfg.to_dict())
+        n = len(self.calls)
+        if self.interrupt_on == n:
+            raise KeyboardInterrupt
+        if self.fail_on == n:
+            raise RuntimeError("boom")
+        if cfg.mode == "kd":
+            assert Path(cfg.teacher, "metrics.json").is_file(), "KD run started before its teacher finished"
+        out = Path(cfg.output_dir)
+        assert out.is_dir() and not (out / "metrics.json").exists()
+        result = fake_result(cfg)
+        (out / "model.safetensors").write_bytes(b"\0" * 64)
+        (out / "runs").mkdir(exist_ok=True)
+        (out / "runs" / "events.tfevents").write_bytes(b"tb")
+        (out / "metrics.json").write_text(json.dumps(result))
+        print({"loss": 0.5})  # what Trainer's PrinterCallback prints
+        return result
+
+    def students(self) -> list[dict]:
+        return [c for c in self.calls if c["mode"] != "teacher"]
+
+    def teachers(self) -> list[dict]:
+        return [c for c in self.calls if c["mode"] == "teacher"]
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeRunner:
+    runner = FakeRunner()
+    monkeypatch.setattr(study_mod, "run_training", runner)
+    return runner
+
+
+def write_yaml(path: Path, doc: dict) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+SMALL = {
+    "base": {"train-size": 100, "max_steps": 4, "student_layers": 1},
+    "teacher": {"epochs": 1},
+    "grids": [
+        {"task": "sst2", "mode": ["kd", "ft"], "augment": "none", "seed": [0, 1]},
+        {"task": "sst2", "mode": ["kd", "ft"], "augment": ["knn", "augpro-mix"], "degree": [0.1, 0.3],
+         "seed": [0, 1]},
+    ],
+}
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    return write_yaml(tmp_path / "study.yaml", {"output_dir": str(tmp_path / "out"), **SMALL})
+
+
+def result_lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+# --------------------------------------------------------------------------- grid
+
+
+def test_grid_expansion_dedup_and_coercion(tmp_path):
+    doc = {"output_dir": str(tmp_path / "o"),
+           "base": {"train-size": 100, "student_layers": 2, "epochs": 2},
+           "grids": [
+               # `none` ignores degree/copies: these 2x2 points collapse to one run per mode
+               {"task": "sst2", "mode": ["kd", "ft"], "augment": "none", "degree": [0.1, 0.3], "copies": [1, 4]},
+               {"task": "sst2", "mode": "kd", "augment": "knn", "degree": [0.1, 0.3], "copies": [1, 4]},
+               {"task": "sst2", "mode": "kd", "augment": "knn", "degree": 0.3, "copies": 4},  # a duplicate
+           ]}
+    study = load_study(write_yaml(tmp_path / "s.yaml", doc))
+    assert len(study.runs) == 2 + 4
+    assert len({r.run_id for r in study.runs}) == len(study.runs)
+    s = study.runs[0].settings
+    assert s["student_layers"] == "2" and s["epochs"] == 2.0 and s["train_size"] == 100
+    assert all(r.settings["save_checkpoints"] is False and r.settings["progress"] is False for r in study.runs)
+    none_runs = [r for r in study.runs if r.settings["augment"] == "none"]
+    assert all(r.settings["degree"] is None and r.settings["copies"] == 1 for r in none_runs)
+    # one teacher for the single (task, size, seed); FT runs have none
+    assert len(study.teachers) == 1
+    assert all((r.teacher is None) == (r.settings["mode"] == "ft") for r in study.runs)
+    # ids are stable and do not depend on the output folder
+    again = load_study(tmp_path / "s.yaml", output_dir=str(tmp_path / "elsewhere"))
+    assert [r.run_id for r in again.runs] == [r.run_id for r in study.runs]
+
+
+def test_runs_ordered_seed_first(small):
+    study = load_study(small)
+    seeds = [r.settings["seed"] for r in study.runs]
+    assert seeds == sorted(seeds)
+    assert len(study.runs) == 2 * 2 + 2 * 2 * 2 * 2
+
+
+@pytest.mark.parametrize("section", ["base", "teacher", "grid", "top"])
+def test_unknown_key_is_a_user_error(tmp_path, section):
+    doc = json.loads(json.dumps(SMALL))
+    if section == "base":
+        doc["base"]["trian-size"] = 5
+    elif section == "teacher":
+        doc["teacher"]["epocs"] = 1
+    elif section == "grid":
+        doc["grids"][1]["degre"] = [0.1]
+    else:
+        doc["grid"] = []
+    path = write_yaml(tmp_path / "bad.yaml", {"output_dir": str(tmp_path / "o"), **doc})
+    with pytest.raises(UserError) as err:
+        load_study(path)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert {"base": "trian-size", "teacher": "epocs", "grid": "degre", "top": "grid"}[section] in msg
+
+
+@pytest.mark.parametrize("grid, fragment", [
+    ({"degree": 1.5, "augment": "knn"}, "degree"),
+    ({"augment": "mixkd", "degree": 0.3}, "mixkd"),
+    ({"augment": "no-such-method"}, "no-such-method"),
+    ({"mode": "teacher"}, "teacher"),
+    ({"copies": "four", "augment": "knn"}, "copies"),
+    ({"seed": []}, "empty"),
+])
+def test_bad_values_are_user_errors(tmp_path, grid, fragment):
+    path = write_yaml(tmp_path / "bad.yaml", {"output_dir": str(tmp_path / "o"), "grids": [grid]})
+    with pytest.raises(UserError, match=fragment):
+        load_study(path)
+
+
+def test_yaml_is_never_executed(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("output_dir: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(UserError):
+        load_study(path)
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_dry_run_lists_and_writes_nothing(small, tmp_path, fake, capsys):
+    assert run_study(str(small), dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert "20 runs" in out and "1 teachers" not in out
+    assert not (tmp_path / "out").exists() and not fake.calls
+
+
+# --------------------------------------------------------------------------- running and resuming
+
+
+def test_run_writes_lines_and_deletes_weights(small, tmp_path, fake, capsys):
+    assert run_study(str(small)) == 0
+    study = load_study(small)
+    rows = read_results(study.results_path)
+    assert [r["run_id"] for r in rows] == [r.run_id for r in study.runs]
+    row = next(r for r in rows if r["mode"] == "kd" and r["augment"] == "knn")
+    for key in ("run_id", "settings", "task", "mode", "augment", "degree", "copies", "train_size", "seed", "dev",
+                "score", "realised_degree", "label_flip_rate", "runtime_s", "teacher_dev", "finished_at"):
+        assert key in row
+    assert row["score"] == row["dev"]["score"] and row["teacher_dev"]["score"] > 0.89
+    assert row["settings"]["teacher"].startswith(str(tmp_path / "out" / "teachers"))
+    folder = tmp_path / "out" / "runs" / row["run_id"]
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "train.log"]
+    assert "loss" in (folder / "train.log").read_text()  # the trainer's prints went to the log, not the terminal
+    out = capsys.readouterr().out
+    assert "[20/20]" in out and "{'loss'" not in out
+
+
+def test_resume_skips_finished_runs(small, fake):
+    assert run_study(str(small), limit=3) == 0
+    assert len(fake.students()) == 3
+    first = [c["output_dir"] for c in fake.students()]
+    assert run_study(str(small)) == 0
+    assert len(fake.students()) == 20
+    assert not set(first) & {c["output_dir"] for c in fake.students()[3:]}
+    fake.calls.clear()
+    assert run_study(str(small)) == 0
+    assert fake.calls == []
+    assert len(result_lines(load_study(small).results_path)) == 20
+
+
+def test_torn_last_line_is_repaired(small, fake, capsys):
+    run_study(str(small), limit=4)
+    path = load_study(small).results_path
+    good = path.read_bytes()
+    with open(path, "ab") as fh:
+        fh.write(b'{"run_id": "deadbeef", "score": 0.')  # a write cut short by a kill
+    assert len(read_results(path)) == 4  # readers ignore it
+    assert repair_results(path) and path.read_bytes() == good
+    with open(path, "ab") as fh:
+        fh.write(b'{"run_id": "deadbeef", "sco')
+    assert run_study(str(small)) == 0
+    assert "torn" in capsys.readouterr().err
+    lines = result_lines(path)
+    assert len(lines) == 20 and all(line.endswith(b"\n") for line in lines)
+    assert all(json.loads(line)["run_id"] != "deadbeef" for line in lines)
+
+
+def test_duplicate_lines_are_ignored(small, fake, tmp_path):
+    run_study(str(small), limit=2)
+    path = load_study(small).results_path
+    lines = result_lines(path)
+    with open(path, "ab") as fh:
+        fh.write(lines[0] + b"\n")  # a duplicate and a blank line
+    assert len(read_results(path)) == 2
+    fake.calls.clear()
+    run_study(str(small))
+    assert len(fake.students()) == 18
+    assert len(read_results(path)) == 20
+    write_report(str(path), str(tmp_path / "rep"))
+    assert "20 finished runs" in (tmp_path / "rep" / "README.md").read_text()
+
+
+def test_teacher_trained_once_per_task_size_seed(tmp_path, fake):
+    doc = {"output_dir": str(tmp_path / "out"), "teacher": {"epochs": 2},
+           "grids": [{"task": ["sst2", "rte"], "train_size": [50, 100], "mode": ["kd", "ft"],
+                      "augment": ["none", "knn"], "seed": [0, 1]}]}
+    path = write_yaml(tmp_path / "t.yaml", doc)
+    run_study(str(path), limit=5)
+    run_study(str(path))
+    teachers = fake.teachers()
+    keys = [(t["task"], t["train_size"], t["seed"]) for t in teachers]
+    assert sorted(keys) == sorted({(t, n, s) for t in ("sst2", "rte") for n in (50, 100) for s in (0, 1)})
+    assert all(t["epochs"] == 2.0 and t["augment"] == "none" for t in teachers)
+    folders = sorted(p.name for p in (tmp_path / "out" / "teachers").iterdir())
+    assert len(folders) == 8 and folders[0].startswith("rte-n100-s0-")
+    # teacher weights are kept (students need them); a rerun trains none again
+    assert all((tmp_path / "out" / "teachers" / f / "model.safetensors").exists() for f in folders)
+    for row in read_results(tmp_path / "out" / "results.jsonl"):
+        if row["mode"] == "kd":
+            t = Path(row["settings"]["teacher"])
+            assert t.name.startswith(f"{row['task']}-n{row['train_size']}-s{row['seed']}-")
+
+
+def test_stale_teacher_and_run_folders_are_redone(small, tmp_path, fake):
+    study = load_study(small)
+    first = study.runs[0]
+    stale = Path(first.settings["output_dir"])
+    stale.mkdir(parents=True)
+    (stale / "checkpoint-3").mkdir()
+    teacher = next(iter(study.teachers.values()))
+    teacher.folder.mkdir(parents=True)
+    (teacher.folder / "half-written").write_text("x")
+    run_study(str(small))
+    assert not (stale / "checkpoint-3").exists() and (stale / "metrics.json").exists()
+    assert not (teacher.folder / "half-written").exists() and (teacher.folder / "metrics.json").exists()
+
+
+def test_ctrl_c_keeps_finished_lines_and_exits_130(small, monkeypatch, capsys):
+    runner = FakeRunner(interrupt_on=5)
+    monkeypatch.setattr(study_mod, "run_training", runner)
+    assert run_study(str(small)) == 130
+    err = capsys.readouterr().err
+    assert "Resume with: augpro study" in err
+    path = load_study(small).results_path
+    n = len(read_results(path))
+    assert n == 5 - len(runner.teachers()) - 1
+    monkeypatch.setattr(study_mod, "run_training", FakeRunner())
+    assert run_study(str(small)) == 0
+    assert len(read_results(path)) == 20 == len(result_lines(path))
+
+
+def test_failed_run_is_reported_and_rerun(small, monkeypatch, capsys):
+    monkeypatch.setattr(study_mod, "run_training", FakeRunner(fail_on=3))
+    with pytest.raises(RuntimeError):
+        run_study(str(small))
+    assert "failed" in capsys.readouterr().err
+    monkeypatch.setattr(study_mod, "run_training", FakeRunner())
+    assert run_study(str(small)) == 0
+    assert len(read_results(load_study(small).results_path)) == 20
+
+
+def test_append_line_is_one_complete_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    for i in range(3):
+        append_line(path, {"run_id": str(i), "x": "é" * 1000})
+    lines = result_lines(path)
+    assert len(lines) == 3 and all(json.loads(line)["x"] == "é" * 1000 for line in lines)
+
+
+KILL_SCRIPT = r"""
+import json, random, sys, time, types
+from pathlib import Path
+
+# keep the subprocess light: the method names without importing torch
+stub = types.ModuleType("augpro.augment")
+stub.METHODS = ("none", "knn", "mask", "random", "synonym", "eda", "mixkd", "fgsm", "augpro-mix", "augpro-fgsm")
+sys.modules["augpro.augment"] = stub
+import augpro.study as st
+
+def fake(cfg):
+    out = Path(cfg.output_dir)
+    time.sleep(random.uniform(0.0, 0.03))
+    (out / "model.safetensors").write_bytes(b"\0" * 4096)
+    res = {"mode": cfg.mode, "task": cfg.task, "dev": {"score": 0.5 + cfg.seed / 100}, "runtime_s": 0.01,
+           "augmentation": {"method": cfg.augment}}
+    (out / "metrics.json").write_text(json.dumps(res))
+    return res
+
+st.run_training = fake
+code = st.run_study(sys.argv[1])
+assert "torch" not in sys.modules
+sys.exit(code)
+"""
+
+
+def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+    doc = {"output_dir": str(tmp_path / "out"),
+           "grids": [{"task": "sst2", "train_size": [50, 100], "mode": ["kd", "ft"], "augment": ["none", "knn"],
+                      "degree": [0.1, 0.3, 0.5], "seed": list(range(6))}]}
+    cfg = write_yaml(tmp_path / "kill.yaml", doc)
+    total = len(load_study(cfg).runs)
+    script = tmp_path / "fake_study.py"
+    script.write_text(KILL_SCRIPT)
+    results = tmp_path / "out" / "results.jsonl"
+    rng = random.Random(0)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    kills = 0
+    for _ in range(10):
+        before = len(result_lines(results)) if results.exists() else 0
+        if before >= total:
+            break
+        proc = subprocess.Popen([sys.executable, str(script), str(cfg)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None:  # wait until it is writing lines
+            if results.exists() and len(result_lines(results)) > before:
+                break
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.3))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        # between kills every line is complete and unique
+        data = results.read_bytes()
+        lines = data.splitlines(keepends=True)
+        complete = [line for line in lines if line.endswith(b"\n")]
+        ids = [json.loads(line)["run_id"] for line in complete]
+        assert len(ids) == len(set(ids))
+    assert kills >= 5
+    done = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    data = results.read_bytes()
+    assert data.endswith(b"\n")
+    lines = data.splitlines()
+    ids = [json.loads(line)["run_id"] for line in lines]
+    assert len(ids) == len(set(ids)) == total
+    assert set(ids) == {r.run_id for r in load_study(cfg).runs}
+    for rid in ids:
+        folder = tmp_path / "out" / "runs" / rid
+        assert (folder / "metrics.json").exists() and not (folder / "model.safetensors").exists()
+
+
+def test_sigterm_exits_130(tmp_path):
+    doc = {"output_dir": str(tmp_path / "out"),
+           "grids": [{"task": "sst2", "mode": "ft", "augment": "knn", "degree": [0.1, 0.3, 0.5],
+                      "seed": list(range(40))}]}
+    cfg = write_yaml(tmp_path / "term.yaml", doc)
+    script = tmp_path / "fake_study.py"
+    script.write_text(KILL_SCRIPT.replace("random.uniform(0.0, 0.03)", "0.05"))
+    proc = subprocess.Popen([sys.executable, str(script), str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    results = tmp_path / "out" / "results.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (results.exists() and results.stat().st_size):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Resume with" in err
+    assert all(line.endswith(b"\n") for line in result_lines(results))
+
+
+# --------------------------------------------------------------------------- report
+
+
+DEGREE_STUDY = {
+    "base": {"max_steps": 4},
+    "grids": [
+        {"task": ["sst2", "rte"], "train_size": [500, 2000], "mode": ["kd", "ft"], "augment": "none",
+         "seed": [0, 1, 2]},
+        {"task": ["sst2", "rte"], "train_size": [500, 2000], "mode": ["kd", "ft"], "augment": "knn",
+         "degree": [0.0, 0.1, 0.3, 0.5], "copies": [1, 4], "seed": [0, 1, 2]},
+        {"task": "sst2", "train_size": 500, "mode": "kd", "augment": ["augpro-mix", "mixkd", "eda"],
+         "seed": [0, 1, 2]},
+    ],
+}
+
+
+@pytest.fixture
+def study_results(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setattr(study_mod, "run_training", FakeRunner())
+    cfg = write_yaml(tmp_path / "deg.yaml", {"output_dir": str(tmp_path / "out"), **DEGREE_STUDY})
+    assert run_study(str(cfg)) == 0
+    return tmp_path / "out" / "results.jsonl"
+
+
+def _is_png(path: Path) -> bool:
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return False
+    pos, chunks = 8, []
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        if zlib.crc32(kind + body) != crc:
+            return False
+        chunks.append(kind)
+        pos += 12 + length
+    return chunks[0] == b"IHDR" and chunks[-1] == b"IEND" and b"tIME" not in chunks
+
+
+def test_report_is_byte_for_byte_reproducible(study_results, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_report(str(study_results), str(a))
+    # same content, other line order and a duplicate: same report
+    lines = result_lines(study_results)
+    shuffled = tmp_path / "shuffled.jsonl"
+    random.Random(1).shuffle(lines)
+    shuffled.write_bytes(b"".join(lines + lines[:3]))
+    write_report(str(shuffled), str(b))
+    files_a = sorted(p.name for p in a.iterdir())
+    assert files_a == sorted(p.name for p in b.iterdir())
+    for name in files_a:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    write_report(str(study_results), str(a))  # rewriting in place changes nothing
+    for name in files_a:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_report_tables_and_figures(study_results, tmp_path):
+    out = tmp_path / "rep"
+    write_report(str(study_results), str(out))
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["README.md", "methods_sst2.png", "methods_rte.png", "degree_sst2.png", "degree_rte.png",
+                            "best_degree_sst2.png", "best_degree_rte.png", "copies_sst2.png", "copies_rte.png"])
+    for name in names:
+        if name.endswith(".png"):
+            assert _is_png(out / name), name
+    md = (out / "README.md").read_text()
+    assert "| method | SST-2 n=500 | SST-2 n=2,000 | RTE n=500 | RTE n=2,000 |" in md
+    assert "(n=3)" in md and "**" in md and " ± " in md
+    assert "KD knn (degree 0.3, ×4)" in md and "| teacher |" in md
+    assert "### SST-2: knn, dev score vs degree" in md and "Best degree" in md
+    for name in names:
+        if name.endswith(".png"):
+            assert f"]({name})" in md
+    # the fake's optimum: KD best at 0.3, FT at 0.1
+    best = md.split("Best degree (its mean score) per training-set size, SST-2, knn:")[1].split("\n\n")[1]
+    kd_row = next(line for line in best.splitlines() if line.startswith("| KD | 1 |"))
+    assert "0.3 (" in kd_row
+
+
+def test_report_skips_figures_the_data_cannot_support(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_mod, "run_training", FakeRunner())
+    cfg = write_yaml(tmp_path / "one.yaml", {"output_dir": str(tmp_path / "out"),
+                                             "grids": [{"mode": "kd", "augment": "knn", "degree": 0.3}]})
+    run_study(str(cfg))
+    out = tmp_path / "rep"
+    (out).mkdir()
+    (out / "degree_old.png").write_bytes(b"stale")
+    write_report(str(tmp_path / "out" / "results.jsonl"), str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["README.md"]
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        write_report(str(tmp_path / "missing.jsonl"), str(tmp_path / "o"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(UserError, match="no finished runs"):
+        write_report(str(empty), str(tmp_path / "o"))
+
+
+def test_cli_dispatch(small, fake, tmp_path, capsys):
+    from augpro.cli import main
+
+    assert main(["study", str(small), "--dry-run"]) == 0
+    assert "20 runs" in capsys.readouterr().out
+    assert main(["study", str(small), "--limit", "2"]) == 0
+    assert main(["report", str(tmp_path / "out" / "results.jsonl"), "--output", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "README.md").exists()
+    bad = write_yaml(tmp_path / "bad.yaml", {"output_dir": "x", "base": {"nope": 1}})
+    assert main(["study", str(bad)]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- shipped configs
+
+
+@pytest.mark.parametrize("name", ["smoke.yaml", "degree-study.yaml", "augpro-methods.yaml"])
+def test_shipped_configs_are_valid(name):
+    study = load_study(ROOT / "configs" / name)
+    assert study.runs
+    seeds = {r.settings["seed"] for r in study.runs}
+    modes = {r.settings["mode"] for r in study.runs}
+    if name == "smoke.yaml":
+        assert len(study.runs) <= 8 and modes == {"kd", "ft"}
+    else:
+        assert len(seeds) == 3 and "kd" in modes
+    if name == "degree-study.yaml":
+        sst2_sizes = {r.settings["train_size"] for r in study.runs if r.settings["task"] == "sst2"}
+        assert len(sst2_sizes) == 4 and min(sst2_sizes) == 500 and max(sst2_sizes) >= 16000
+        degrees = {r.settings["degree"] for r in study.runs if r.settings["augment"] != "none"}
+        assert degrees == {0.0, 0.1, 0.3, 0.5, 0.7}
+        assert {r.settings["copies"] for r in study.runs} == {1, 4} and modes == {"kd", "ft"}
+        assert len({r.settings["task"] for r in study.runs}) == 2
+    if name == "augpro-methods.yaml":
+        assert {r.settings["task"] for r in study.runs} == {"sst2", "mrpc", "rte", "cola", "stsb"}
+        assert {r.settings["augment"] for r in study.runs} == {"none", "knn", "synonym", "eda", "mixkd", "fgsm",
+                                                               "augpro-mix", "augpro-fgsm"}
+        assert 1000 in {r.settings["train_size"] for r in study.runs}
+
+
+# --------------------------------------------------------------------------- the real thing
+
+
+@pytest.mark.slow
+def test_smoke_config_for_real(tmp_path, data_dir):
+    env = {**os.environ, "AUGPRO_DATA_DIR": data_dir}
+    out = tmp_path / "smoke"
+    cmd = [sys.executable, "-m", "augpro.cli"]
+    done = subprocess.run([*cmd, "study", str(ROOT / "configs" / "smoke.yaml"), "--output-dir", str(out)],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = load_study(ROOT / "configs" / "smoke.yaml", output_dir=str(out))
+    rows = read_results(out / "results.jsonl")
+    assert sorted(r["run_id"] for r in rows) == sorted(r.run_id for r in study.runs)
+    for row in rows:
+        assert 0.0 <= row["score"] <= 1.0 and row["runtime_s"] > 0
+        if row["augment"] != "none":
+            assert row["realised_degree"] is not None
+        if row["mode"] == "kd":
+            assert row["teacher_dev"]["score"] > 0
+    again = subprocess.run([*cmd, "study", str(ROOT / "configs" / "smoke.yaml"), "--output-dir", str(out)],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and "are finished" in again.stdout
+    rep = tmp_path / "report"
+    done = subprocess.run([*cmd, "report", str(out / "results.jsonl"), "--output", str(rep)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (rep / "README.md").exists()
+    pngs = sorted(rep.glob("*.png"))
+    assert pngs and all(_is_png(p) for p in pngs)
