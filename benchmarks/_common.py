@@ -50,9 +50,9 @@ class Report:
         self.ratios[name] = value
         self._print(f"RATIO {name} {value:.3f}" + (f"   ({detail})" if detail else ""))
 
-    def target(self, name: str, op: str, bound: float) -> bool:
-        """``TARGET name op bound PASS|FAIL`` for a ratio already reported."""
-        value = self.ratios[name]
+    def target(self, name: str, op: str, bound: float, value: float | None = None) -> bool:
+        """``TARGET name op bound PASS|FAIL`` for a ratio already reported (or ``value``)."""
+        value = self.ratios[name] if value is None else value
         ok = value <= bound if op == "<=" else value >= bound
         self.targets.append((name, op, bound, value, ok))
         self._print(f"TARGET {name} {op} {bound:g} {'PASS' if ok else 'FAIL'}   (measured {value:.3f})")

@@ -14,7 +14,10 @@ rank)``, so a resumed run draws exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +28,29 @@ from augpro.augment.base import AugmentContext, Augmenter
 from augpro.losses import kd_loss, label_loss
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+#: written last into a checkpoint folder; a folder without it is half-written and never loaded
+COMPLETE_MARKER = "augpro_checkpoint_complete"
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Finished checkpoint folders in ``output_dir``, oldest first."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and (p / COMPLETE_MARKER).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest finished checkpoint; half-written ones (no marker) are removed."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    for p in out.glob("checkpoint-*"):
+        if p.is_dir() and not (p / COMPLETE_MARKER).is_file():
+            shutil.rmtree(p, ignore_errors=True)
+    done = complete_checkpoints(out)
+    return str(done[-1]) if done else None
 
 
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -157,6 +183,24 @@ class DistillTrainer(Trainer):
         if self.totals.get("flip_n"):
             out["label_flip_rate"] = self.totals["flip_sum"] / self.totals["flip_n"]
         return out
+
+    # ---------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        """Save as ``Trainer`` does, then mark the folder complete (fsync'd) and drop older ones."""
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        marker = folder / COMPLETE_MARKER
+        tmp = folder / (COMPLETE_MARKER + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(str(self.state.global_step))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, marker)
+        for old in Path(self.args.output_dir).glob("checkpoint-*"):
+            if old != folder and old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
 
     # ---------------------------------------------------------------- eval
     def prediction_step(self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,

@@ -29,7 +29,7 @@ from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
 from augpro.cache import cached_tensor, fingerprint
 from augpro.config import TrainConfig, validate
 from augpro.data import Collator, EncodedDataset, TaskData, encode, load_task_data, subset
-from augpro.distill import DistillTrainer, model_inputs
+from augpro.distill import DistillTrainer, last_complete_checkpoint, model_inputs
 from augpro.errors import UserError
 from augpro.metrics import compute_metrics
 from augpro.models import (count_parameters, load_classifier, load_tokenizer, make_layer_subset_student,
@@ -110,14 +110,6 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if not out.is_dir():
-        return None
-    return get_last_checkpoint(str(out))
-
-
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
     """Run one teacher/KD/FT training and return what ``metrics.json`` holds."""
     validate(cfg)
@@ -188,7 +180,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         lr_scheduler_type="linear",
         eval_strategy="epoch" if cfg.eval_every_epoch else "no",
         save_strategy="epoch" if cfg.save_checkpoints else "no",
-        save_total_limit=1,
+        save_total_limit=None,  # DistillTrainer keeps the newest complete checkpoint only
         logging_steps=max(1, min(50, steps_per_epoch // 4)),
         report_to=["tensorboard"],
         seed=cfg.seed,
@@ -209,7 +201,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         aug_weight=cfg.aug_weight, regression=task.is_regression, special_ids=special, allowed=allowed,
         aug_seed=cfg.seed,
     )
-    resume_from = _last_checkpoint(out) if cfg.resume else None
+    resume_from = last_complete_checkpoint(out) if cfg.resume else None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         train_result = trainer.train(resume_from_checkpoint=resume_from)
