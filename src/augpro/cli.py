@@ -198,8 +198,9 @@ def dispatch(ns: argparse.Namespace) -> int:
 
         mode = {"teacher": "teacher", "distill": "kd", "finetune": "ft"}[cmd]
         result = run_training(config_from_args(ns, mode))
-        _print_metrics(result)
-        print(f"saved to {ns.output_dir}")
+        if result.get("is_main_process", True):
+            _print_metrics(result)
+            print(f"saved to {ns.output_dir}")
         return 0
     if cmd == "evaluate":
         from augpro.runner import evaluate_model

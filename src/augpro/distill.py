@@ -177,6 +177,11 @@ class DistillTrainer(Trainer):
     def augmentation_summary(self) -> dict[str, float]:
         """Whole-run statistics: realised degree (mean per example, and pooled) and flip rate."""
         out: dict[str, float] = {}
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            keys = ("examples", "degree_sum", "changed", "eligible", "flip_sum", "flip_n")
+            t = torch.tensor([float(self.totals.get(k, 0.0)) for k in keys], dtype=torch.float64)
+            torch.distributed.all_reduce(t)  # statistics over every process's augmented data
+            self.totals.update(dict(zip(keys, t.tolist())))
         if self.totals.get("examples"):
             out["realised_degree"] = self.totals["degree_sum"] / self.totals["examples"]
             out["changed_share_pooled"] = self.totals["changed"] / max(1.0, self.totals["eligible"])

@@ -110,6 +110,27 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Hash of every parameter's bytes (to check that data-parallel replicas agree)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def replica_weight_hashes(model: torch.nn.Module) -> list[str]:
+    """The weight hash of every process (one entry when not distributed)."""
+    mine = weights_sha256(model)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        hashes: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(hashes, mine)
+        return hashes
+    return [mine]
+
+
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
     """Run one teacher/KD/FT training and return what ``metrics.json`` holds."""
     validate(cfg)
@@ -187,6 +208,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         data_seed=cfg.seed,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # several CPU processes (torchrun / accelerate launch without GPUs): DDP over gloo
+        use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         remove_unused_columns=False,
         disable_tqdm=not cfg.progress,
         label_names=["labels"],
@@ -211,6 +234,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
                    if k.startswith("eval_") and k[len("eval_"):] in (*task.metrics, "score")}
 
     result: dict[str, Any] = {
+        "is_main_process": trainer.is_world_process_zero(),
         "augpro_version": __version__,
         "mode": cfg.mode,
         "task": task.name,
@@ -228,6 +252,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         "teacher": cfg.teacher, "teacher_fingerprint": teacher_id,
         "settings": cfg.to_dict(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "world_size": args.world_size,
+        "replica_weight_sha256": replica_weight_hashes(trainer.model),
     }
     if trainer.is_world_process_zero():
         save_model(trainer.model, tokenizer, out)

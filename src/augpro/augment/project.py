@@ -45,6 +45,8 @@ _U32 = 2.0**-24
 _SCREEN_K = 4
 #: second look for the rows the first cannot certify
 _SCREEN_K2 = 128
+#: rows re-scored at once in that second look (its temporary is rows * 128 * d floats)
+_STAGE2_ROWS = 32
 #: rows of the table processed at once by :meth:`Projector.refresh` (bounds its temporaries)
 _REFRESH_BLOCK = 4096
 
@@ -135,53 +137,50 @@ class Projector:
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Recompute norms and the bf16 screening operands (after the table's weights changed).
+        """Recompute norms and the bf16 screening operand (after the table's weights changed).
 
-        Works block by block into buffers kept between calls, so refreshing a live table every
-        step allocates nothing new and never holds a second fp32 copy of it.
+        Works block by block into a buffer kept between calls, so refreshing a live table every
+        step allocates nothing new and never holds a second fp32 copy of the table.
         """
         table = self.table.detach()
         V, d = table.shape
         dev = table.device
         if getattr(self, "_allowed_ids", None) is None or self._allowed_ids.device != dev:
             self._allowed_ids = self.allowed.nonzero().squeeze(1)
-            self._compact_of = torch.full((V,), -1, dtype=torch.long, device=dev)
-            self._compact_of[self._allowed_ids] = torch.arange(len(self._allowed_ids), device=dev)
-        norms = torch.empty(V, dtype=torch.float32, device=dev)
         use16 = self.uses_bf16
-        A = len(self._allowed_ids)
-        if use16 and (getattr(self, "_t16", None) is None or self._t16.shape != (A, d + 4)):
-            self._t16 = torch.empty(A, d + 4, dtype=torch.bfloat16, device=dev)
+        if not use16:
+            self._t16 = None
+        elif getattr(self, "_t16", None) is None or self._t16.shape != (V, d + 4) or self._t16.device != dev:
+            self._t16 = torch.empty(V, d + 4, dtype=torch.bfloat16, device=dev)
+        norms = torch.empty(V, dtype=torch.float32, device=dev)
         res_max = 0.0
         for s in range(0, V, _REFRESH_BLOCK):
             blk = table[s:s + _REFRESH_BLOCK].float()
-            norms[s:s + _REFRESH_BLOCK] = (blk * blk).sum(1)
+            nb = norms[s:s + _REFRESH_BLOCK]
+            torch.sum(blk * blk, dim=1, out=nb)
+            if use16:
+                # operand row: [E_w, ||E_w||^2 (hi), ||E_w||^2 (lo), 1, 1]
+                rows = self._t16[s:s + _REFRESH_BLOCK]
+                rows[:, :d] = blk
+                ok = self.allowed[s:s + _REFRESH_BLOCK]
+                res = rows[:, :d].float().sub_(blk).norm(dim=1)
+                if bool(ok.any()):
+                    res_max = max(res_max, float(res[ok].max()))
         self._norms = norms
         self._bias = norms.masked_fill(~self.allowed, float("inf"))
+        A = len(self._allowed_ids)
         allowed_norms = norms[self._allowed_ids]
-        self._norm_max = math.sqrt(float(allowed_norms.max())) * (1 + 1e-6) if A else 0.0
         self._bias_max = float(allowed_norms.max()) * (1 + 1e-6) if A else 0.0
-        if not use16:
-            self._t16 = None
-            return
-        # compact bf16 operand: [E_w, ||E_w||^2 (hi), ||E_w||^2 (lo), 1, 1] for allowed w only
-        t16 = self._t16
-        bias_err = 0.0
-        for s in range(0, A, _REFRESH_BLOCK):
-            ids = self._allowed_ids[s:s + _REFRESH_BLOCK]
-            blk = table[ids].float()
-            b16 = blk.to(torch.bfloat16)
-            t16[s:s + len(ids), :d] = b16
-            res_max = max(res_max, float((blk - b16.float()).norm(dim=1).max()))
-            nb = allowed_norms[s:s + len(ids)]
-            hi = nb.to(torch.bfloat16)
-            lo = (nb - hi.float()).to(torch.bfloat16)
-            t16[s:s + len(ids), d] = hi
-            t16[s:s + len(ids), d + 1] = lo
-            bias_err = max(bias_err, float((nb - hi.float() - lo.float()).abs().max()))
-        t16[:, d + 2:] = 1
-        self._res_max = res_max * (1 + 1e-3) + 1e-30
-        self._bias_err = bias_err * (1 + 1e-3) + 1e-30
+        self._norm_max = math.sqrt(self._bias_max) * (1 + 1e-6)
+        if use16:
+            hi = self._bias.to(torch.bfloat16)  # +inf for tokens that may not be returned
+            lo = torch.where(self.allowed, norms - hi.float(), torch.zeros_like(norms)).to(torch.bfloat16)
+            self._t16[:, d] = hi
+            self._t16[:, d + 1] = lo
+            self._t16[:, d + 2:] = 1
+            err = (allowed_norms - hi[self._allowed_ids].float() - lo[self._allowed_ids].float()).abs()
+            self._bias_err = float(err.max()) * (1 + 1e-3) + 1e-30 if A else 0.0
+            self._res_max = res_max * (1 + 1e-3) + 1e-30
 
     # ------------------------------------------------------------------ search
     @torch.no_grad()
@@ -219,8 +218,7 @@ class Projector:
         self.stats["searched"] += n
         return out
 
-    def _search_fp32(self, e: torch.Tensor, exclude: torch.Tensor | None, buf: dict,
-                     rows: torch.Tensor | None = None) -> torch.Tensor:
+    def _search_fp32(self, e: torch.Tensor, exclude: torch.Tensor | None, buf: dict) -> torch.Tensor:
         """Exact search: one fused ``addmm`` (``||E_w||^2 - 2 e E^T``) and an ``argmin``."""
         c = e.shape[0]
         table_t = self.table.detach().t()
@@ -238,8 +236,8 @@ class Projector:
     def _screen(self, e: torch.Tensor, exclude: torch.Tensor | None, buf: dict, k: int):
         """bf16 screening of ``e`` ``[c, d]`` against the allowed tokens.
 
-        Returns the ``k`` smallest screened squared distances (fp32, unsorted) and their compact
-        token indices, and per row ``(delta, u)`` such that every allowed token's true squared
+        Returns the ``k`` smallest screened squared distances (fp32, unsorted) and their token
+        ids, and per row ``(delta, u)`` such that every allowed token's true squared
         distance lies in ``[s - u|s| - delta, s + u|s| + delta]`` around its screened value ``s``.
         """
         c, d = e.shape
@@ -261,9 +259,7 @@ class Projector:
         scores = scores[:c]
         torch.mm(lhs, t16.t(), out=scores)
         if exclude is not None:
-            pos = self._compact_of[exclude]
-            hit = pos >= 0
-            scores[torch.arange(c, device=e.device)[hit], pos[hit]] = float("inf")
+            scores[torch.arange(c, device=e.device), exclude] = float("inf")
         # error bound per row
         r_e = (e - e16.float()).norm(dim=1)
         e16_norm = ee.sqrt() + r_e
@@ -285,14 +281,14 @@ class Projector:
         """
         vals, idx, delta, u = self._screen(e, exclude, buf, _SCREEN_K)
         out, certified = self._certify(e, vals, idx, delta, u)
-        if not bool(certified.all()):
-            bad = (~certified).nonzero().squeeze(1)
-            k2 = min(_SCREEN_K2, self._t16.shape[0])
-            vals2, idx2 = buf["bf16"][: e.shape[0]][bad].topk(k2, dim=1, largest=False, sorted=False)
-            out2, cert2 = self._certify(e[bad], vals2.float(), idx2, delta[bad], u)
-            out[bad] = out2
+        if bool(certified.all()):
+            return out
+        k2 = min(_SCREEN_K2, self._t16.shape[0])
+        for part in (~certified).nonzero().squeeze(1).split(_STAGE2_ROWS):  # bounded temporaries
+            vals2, idx2 = buf["bf16"][part].topk(k2, dim=1, largest=False, sorted=False)
+            out[part], cert2 = self._certify(e[part], vals2.float(), idx2, delta[part], u)
             if not bool(cert2.all()):
-                worse = bad[~cert2]
+                worse = part[~cert2]
                 self.stats["fallback"] += worse.numel()
                 out[worse] = self._search_fp32(e[worse], exclude[worse] if exclude is not None else None, buf)
         return out
@@ -305,9 +301,9 @@ class Projector:
         lim = upper + delta
         tau = torch.where(lim >= 0, lim / (1 - u), lim / (1 + u))  # screened > tau: certainly worse
         candidate = vals <= tau.unsqueeze(1)
-        certified = (vals.amax(1) > tau) | (vals.shape[1] == self._t16.shape[0])
+        certified = vals.amax(1) > tau
         # exact re-scoring of the survivors, ties to the lowest token id (as argmin)
-        full, order = self._allowed_ids[idx].sort(dim=1)
+        full, order = idx.sort(dim=1)
         candidate = candidate.gather(1, order)
         diff = e.unsqueeze(1) - self.table.detach()[full].float()
         dist = (diff * diff).sum(-1).masked_fill(~candidate, float("inf"))
@@ -329,7 +325,7 @@ class Projector:
             nb, radius = self._build_neighbours(k)
             return torch.cat([nb.double(), radius.double().unsqueeze(1)], dim=1)
 
-        key = fingerprint("l2-neighbours-v1", table.float().cpu(), self.allowed.cpu(), k)
+        key = fingerprint("l2-neighbours-v2", table.float().cpu(), self.allowed.cpu(), k)
         packed = cached_tensor("l2_neighbours", key, build, enabled=cache).to(table.device)
         self._neighbours = (packed[:, :k].long(), packed[:, k].float())
         return self._neighbours
@@ -353,7 +349,7 @@ class Projector:
             if self._t16 is not None:
                 # screened top kk (self excluded); the rest is at least (screened kk-th) - error away
                 vals, cidx, delta, u = self._screen(e, self_ids, buf, kk)
-                idx = self._allowed_ids[cidx]
+                idx = cidx
                 last = vals.amax(1)
                 outside = last - u * last.abs() - delta
             else:
