@@ -75,6 +75,8 @@ def add_train_args(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--no-eval-every-epoch", dest="eval_every_epoch", action="store_false")
     g.add_argument("--no-cache", dest="cache", action="store_false", help="do not use the teacher-logit cache")
     g.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    g.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPUs)")
+    g.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPUs)")
     g.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
     g.add_argument("--trust-remote-code", action="store_true", help="allow models with custom code (off by default)")
     m = p.add_argument_group("models")

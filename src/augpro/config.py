@@ -71,6 +71,8 @@ class TrainConfig:
     eval_every_epoch: bool = True
     cache: bool = True
     threads: int | None = None
+    bf16: bool = False
+    fp16: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

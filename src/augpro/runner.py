@@ -214,6 +214,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         disable_tqdm=not cfg.progress,
         label_names=["labels"],
         save_only_model=False,
+        bf16=cfg.bf16,
+        fp16=cfg.fp16,
     )
     trainer = DistillTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
