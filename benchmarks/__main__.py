@@ -1,4 +1,10 @@
-"""``python -m benchmarks --quick|--full [--only FIGURE ...] [--threads N]``."""
+"""``python -m benchmarks --quick|--full [--only FIGURE ...] [--threads N]``.
+
+OpenMP's wait policy is set to PASSIVE unless the environment sets ``OMP_WAIT_POLICY``: on a
+machine shared with other work, spinning OpenMP workers of an oversubscribed CPU turn every
+parallel region into a scheduling lottery (measured here: 3-20x slower small ops). Set
+``OMP_WAIT_POLICY=ACTIVE`` to measure torch's default instead.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,9 @@ import os
 import sys
 import time
 import traceback
+
+# must happen before torch (and its OpenMP runtime) is loaded
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     for line in C.machine_header(torch.get_num_threads()):
         print(line)
-    print(f"# mode: {mode} | figures: {', '.join(args.only or FIGURES)}", flush=True)
+    print(f"# OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} | mode: {mode} | "
+          f"figures: {', '.join(args.only or FIGURES)}", flush=True)
 
     report = C.Report()
     started = time.perf_counter()

@@ -141,6 +141,14 @@ def tokenizer():
 def teacher_and_student(tiny: bool = False, layers: str = "2"):
     """The MiniLM-L6 teacher (pretrained encoder, a fresh 2-class head: timing does not depend on
     the head's weights) and a layer-subset student; tiny random BERTs in ``tiny`` mode."""
+    key = ("models", tiny, layers)
+    if key in _CACHE:  # figures share them: timing does not depend on the student's weights
+        return _CACHE[key]
+    _CACHE[key] = _load_models(tiny, layers)
+    return _CACHE[key]
+
+
+def _load_models(tiny: bool, layers: str):
     from augpro.models import load_classifier, make_layer_subset_student
     from augpro.tasks import get_task
 

@@ -141,9 +141,15 @@ def test_grid_expansion_dedup_and_coercion(tmp_path):
     # one teacher for the single (task, size, seed); FT runs have none
     assert len(study.teachers) == 1
     assert all((r.teacher is None) == (r.settings["mode"] == "ft") for r in study.runs)
-    # ids are stable and do not depend on the output folder
+    # ids are stable, do not depend on the output folder, and ignore settings left at their default
     again = load_study(tmp_path / "s.yaml", output_dir=str(tmp_path / "elsewhere"))
     assert [r.run_id for r in again.runs] == [r.run_id for r in study.runs]
+    doc["base"]["weight-decay"] = 0.01  # the default, spelled out
+    same = load_study(write_yaml(tmp_path / "s2.yaml", doc))
+    assert [r.run_id for r in same.runs] == [r.run_id for r in study.runs]
+    doc["base"]["weight-decay"] = 0.02
+    other = load_study(write_yaml(tmp_path / "s3.yaml", doc))
+    assert not {r.run_id for r in other.runs} & {r.run_id for r in study.runs}
 
 
 def test_runs_ordered_seed_first(small):
@@ -601,3 +607,21 @@ def test_smoke_config_for_real(tmp_path, data_dir):
     assert (rep / "README.md").exists()
     pngs = sorted(rep.glob("*.png"))
     assert pngs and all(_is_png(p) for p in pngs)
+
+
+def test_report_conditions_split_rows_only_within_a_column(tmp_path, monkeypatch):
+    monkeypatch.setattr(study_mod, "run_training", FakeRunner())
+    doc = {"output_dir": str(tmp_path / "out"), "grids": [
+        # max_length chosen per task: not a condition, one row per method
+        {"task": "sst2", "max-length": 64, "mode": "kd", "augment": ["none", "knn"], "seed": [0, 1]},
+        {"task": "rte", "max-length": 128, "mode": "kd", "augment": ["none", "knn"], "seed": [0, 1]},
+        # two student sizes within the SST-2 column: a condition, shown in the row label
+        {"task": "sst2", "max-length": 64, "mode": "kd", "augment": "none", "student-layers": 1, "seed": [0, 1]},
+    ]}
+    run_study(str(write_yaml(tmp_path / "c.yaml", doc)))
+    write_report(str(tmp_path / "out" / "results.jsonl"), str(tmp_path / "rep"))
+    md = (tmp_path / "rep" / "README.md").read_text()
+    table = md.split("## Method comparison")[1].split("##")[0]
+    rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines() if line.startswith("| KD")]
+    assert rows == ["KD none (student_layers=1)", "KD none (student_layers=2)", "KD knn (student_layers=2)"]
+    assert "max_length" not in md

@@ -53,6 +53,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--regression", action="store_true", help="custom files: the label is a real-valued score")
     g.add_argument("--train-size", type=_positive_int, default=None,
                    help="label-stratified, seeded, nested training subset of N rows")
+    g.add_argument("--no-group-by-length", dest="group_by_length", action="store_false",
+                   help="sample training batches uniformly instead of grouping similar lengths")
     g.add_argument("--dev-size", type=_positive_int, default=None,
                    help="evaluate on a stratified subset of N dev rows (quick checks; default: all)")
     g.add_argument("--max-length", type=int, default=128, help="truncation length (batches pad dynamically)")
@@ -112,6 +114,10 @@ def add_augment_args(p: argparse.ArgumentParser, training: bool = True) -> None:
                    help="FGSM step in table std units (default 4 for augpro-fgsm, 1 for fgsm)")
     a.add_argument("--projection-table", choices=("teacher", "student"), default=None)
     a.add_argument("--knn-k", type=_positive_int, default=16)
+    if training:
+        a.add_argument("--pool-labels", choices=("auto", "cached", "live"), default="auto",
+                       help="offline pools (knn/mask/random/synonym/eda): label all copies with the teacher once "
+                            "and cache (cached), per batch (live), or cached when training visits the whole pool (auto)")
     if training:
         a.add_argument("--aug-weight", type=float, default=1.0, help="weight of the augmented-data loss")
 
@@ -250,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return dispatch(ns)
     except UserError as exc:
-        print(f"augpro: error: {exc}", file=sys.stderr)
+        # one line, always: messages quoting other tools (YAML, hub) may hold newlines
+        message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"augpro: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("augpro: interrupted", file=sys.stderr)

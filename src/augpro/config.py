@@ -35,6 +35,7 @@ class TrainConfig:
     train_size: int | None = None
     dev_size: int | None = None         # evaluate on a stratified dev subset (quick checks); default all
     max_length: int = 128
+    group_by_length: bool = True        # batches of similar lengths (less padding)
     # models
     model: str | None = None            # teacher mode: base checkpoint (default MiniLM-L6-H384)
     teacher: str | None = None          # kd mode: fine-tuned teacher folder or hub name
@@ -64,6 +65,7 @@ class TrainConfig:
     fgsm_eps: float | None = None
     projection_table: str | None = None
     knn_k: int = 16
+    pool_labels: str = "auto"           # offline pools: teacher logits cached up front, or live per batch
     # output and running
     output_dir: str | None = None
     resume: bool = False
@@ -122,9 +124,17 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("--mix-granularity must be sequence or token")
     if cfg.projection_table not in (None, "teacher", "student"):
         raise UserError("--projection-table must be teacher or student")
+    if cfg.pool_labels not in ("auto", "cached", "live"):
+        raise UserError("--pool-labels must be auto, cached or live")
     if cfg.augment != "none" and cfg.mode == "teacher":
         raise UserError("augmentation applies to `augpro distill` and `augpro finetune`, not to the teacher")
     if cfg.dev_size is not None and cfg.dev_size <= 0:
         raise UserError(f"--dev-size must be positive, got {cfg.dev_size}")
     if cfg.train_size is not None and cfg.train_size <= 0:
         raise UserError(f"--train-size must be positive, got {cfg.train_size}")
+    if cfg.learning_rate is not None and not cfg.learning_rate > 0:
+        raise UserError(f"--learning-rate must be positive, got {cfg.learning_rate}")
+    if not 0.0 <= cfg.warmup_ratio <= 1.0:
+        raise UserError(f"--warmup-ratio must be in [0, 1], got {cfg.warmup_ratio}")
+    if cfg.threads is not None and cfg.threads < 0:
+        raise UserError(f"--threads must be at least 1 (or 0 for all cores), got {cfg.threads}")

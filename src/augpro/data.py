@@ -66,50 +66,91 @@ class Split:
 # Reading files
 # --------------------------------------------------------------------------------------------
 
+class Rows(list):
+    """Rows of a file as dicts, with ``lines``: the file line each row starts on (for messages)."""
+
+    lines: list[int]
+
+
+def _rows(items: list[dict[str, Any]], lines: list[int]) -> Rows:
+    out = Rows(items)
+    out.lines = lines
+    return out
+
+
+def _utf8_error(path: Path, exc: UnicodeDecodeError) -> UserError:
+    """The first invalid byte's file offset and line (a text reader's offset is within its buffer)."""
+    data = path.read_bytes()
+    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        data[start:].decode("utf-8")
+        where, reason = exc.start, exc.reason
+    except UnicodeDecodeError as full:
+        where, reason = start + full.start, full.reason
+    line = data.count(b"\n", 0, where) + 1
+    return UserError(f"{path}: not valid UTF-8 text ({reason} at byte {where}, line {line})")
+
+
+_DELIMITERS = {"\t": "tab", ",": "comma", ";": "semicolon", "|": "pipe"}
+
+
 def _read_delimited(path: Path, delimiter: str, quoting: int, has_header: bool,
-                    column_index: dict[str, int] | None = None) -> list[dict[str, str]]:
+                    column_index: dict[str, int] | None = None, glue: bool = False) -> Rows:
     """Rows of a CSV/TSV file as dicts; malformed rows are a :class:`UserError` with the line."""
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    rows: list[list[str]] = []
+    starts: list[int] = []
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-            rows = list(reader)
+            end = 0
+            for row in reader:
+                start, end = end + 1, reader.line_num
+                if row and any(cell.strip() for cell in row):  # blank lines are skipped
+                    rows.append(row)
+                    starts.append(start)
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise _utf8_error(path, exc) from None
     except csv.Error as exc:
-        raise UserError(f"{path}: cannot parse as {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}") from None
+        raise UserError(f"{path}: cannot parse as {kind}: {exc}") from None
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    rows = [r for r in rows if r and any(cell.strip() for cell in r)]
     if not rows or (has_header and len(rows) == 1):
         raise UserError(f"{path}: the file has no data rows")
+    if len(rows[0]) == 1:  # one column only: a file with another delimiter?
+        other = next((d for d in _DELIMITERS if d != delimiter and d in rows[0][0]), None)
+        if other is not None:
+            fix = ("GLUE files are tab-separated" if glue else
+                   {",": "name a comma-separated file .csv", "\t": "name a tab-separated file .tsv"}.get(
+                       other, "use commas (.csv) or tabs (.tsv)"))
+            raise UserError(f"{path}: line {starts[0]} has one column with a {_DELIMITERS[delimiter]} delimiter "
+                            f"but holds {_DELIMITERS[other]}s (wrong delimiter); {fix}")
     if has_header:
-        header, body, first_line = rows[0], rows[1:], 2
-        if len(header) == 1 and delimiter == "\t" and "," in header[0]:
-            raise UserError(f"{path}: only one column found with a tab delimiter; is it a CSV file? "
-                            "Name it .csv")
-        if len(header) == 1 and delimiter == "," and "\t" in header[0]:
-            raise UserError(f"{path}: only one column found with a comma delimiter; is it a TSV file? "
-                            "Name it .tsv")
-        names = header
+        header, body, body_starts = rows[0], rows[1:], starts[1:]
+        dup = sorted({n for n in header if header.count(n) > 1})
+        if dup:
+            raise UserError(f"{path}: column name {dup[0]!r} appears more than once in the header")
+        names: list[str | None] = list(header)
     else:
         assert column_index is not None
-        body, first_line = rows, 1
+        body, body_starts = rows, starts
         names = [None] * (max(column_index.values()) + 1)
         for name, pos in column_index.items():
             names[pos] = name
     out = []
-    for lineno, row in enumerate(body, start=first_line):
-        if len(row) < len(names) or (has_header and len(row) > len(names)):
-            raise UserError(f"{path}: line {lineno} has {len(row)} fields, expected {len(names)} "
-                            "(malformed row or wrong delimiter)")
+    for lineno, row in zip(body_starts, body):
+        if len(row) != len(names):
+            why = "an unclosed quote?" if any("\n" in cell for cell in row) else "malformed row or wrong delimiter"
+            raise UserError(f"{path}: line {lineno} has {len(row)} field{'s' if len(row) != 1 else ''}, expected "
+                            f"{len(names)} ({why})")
         out.append({n: v for n, v in zip(names, row) if n is not None})
-    return out
+    return _rows(out, body_starts)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
+def _read_jsonl(path: Path) -> Rows:
+    rows, lines = [], []
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
@@ -117,19 +158,22 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path}: line {lineno} is not valid JSON ({exc.msg})") from None
+                except RecursionError:
+                    raise UserError(f"{path}: line {lineno} is nested too deeply") from None
                 if not isinstance(obj, dict):
                     raise UserError(f"{path}: line {lineno} is not a JSON object")
                 rows.append(obj)
+                lines.append(lineno)
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise _utf8_error(path, exc) from None
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
     if not rows:
         raise UserError(f"{path}: the file has no data rows")
-    return rows
+    return _rows(rows, lines)
 
 
-def read_table(path: str | Path) -> list[dict[str, Any]]:
+def read_table(path: str | Path) -> Rows:
     """Rows of a user CSV (``.csv``), TSV (``.tsv``/``.txt``) or JSON-lines (``.jsonl``) file."""
     path = Path(path)
     if not path.is_file():
@@ -145,6 +189,8 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _clean_text(value: Any, where: str, column: str) -> str:
+    if isinstance(value, (dict, list, bool)):
+        raise UserError(f"{where}: column {column!r} holds a JSON {type(value).__name__}, not text")
     if value is None:
         raise UserError(f"{where}: empty text in column {column!r}")
     text = str(value)
@@ -153,15 +199,20 @@ def _clean_text(value: Any, where: str, column: str) -> str:
     return text
 
 
+def _is_empty(raw: Any) -> bool:
+    return raw is None or not str(raw).strip()
+
+
 def rows_to_split(rows: list[dict[str, Any]], task: TaskSpec, source: str) -> Split:
     """Validate rows against a task's columns and labels and turn them into a :class:`Split`."""
     columns = set(rows[0].keys())
     for col in (*task.text_columns, task.label_column):
         if col not in columns:
             raise UserError(f"{source}: missing column {col!r}; columns present: {sorted(columns)}")
+    lines = getattr(rows, "lines", None)
     texts, labels = [], []
     for i, row in enumerate(rows):
-        where = f"{source} row {i + 1}"
+        where = f"{source} line {lines[i]}" if lines else f"{source} row {i + 1}"
         texts.append(tuple(_clean_text(row.get(c), where, c) for c in task.text_columns))
         labels.append(parse_label(task, row.get(task.label_column), where))
     return Split(texts, labels)
@@ -169,6 +220,9 @@ def rows_to_split(rows: list[dict[str, Any]], task: TaskSpec, source: str) -> Sp
 
 def parse_label(task: TaskSpec, raw: Any, where: str) -> Any:
     """A raw label cell -> class index (classification) or float (regression)."""
+    if _is_empty(raw):
+        what = "score" if task.is_regression else "label"
+        raise UserError(f"{where}: empty {what} in column {task.label_column!r}")
     if task.is_regression:
         try:
             value = float(raw)
@@ -177,7 +231,7 @@ def parse_label(task: TaskSpec, raw: Any, where: str) -> Any:
         if not math.isfinite(value):
             raise UserError(f"{where}: score {raw!r} is not a finite number")
         return value
-    key = str(raw).strip() if raw is not None else ""
+    key = str(raw).strip()
     name = task.label_map.get(key, key)
     if name not in task.labels:
         raise UserError(f"{where}: unknown label {raw!r}; expected one of {list(task.label_map) or list(task.labels)}")
@@ -212,7 +266,7 @@ def load_glue_split(task: TaskSpec, split: str, data_dir: str | None = None) -> 
     path = folder / f"{name}.tsv"
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
-    rows = _read_delimited(path, "\t", csv.QUOTE_NONE, task.has_header, task.column_index)
+    rows = _read_delimited(path, "\t", csv.QUOTE_NONE, task.has_header, task.column_index, glue=True)
     return rows_to_split(rows, task, str(path))
 
 
@@ -269,7 +323,8 @@ def load_task_data(
                 if label_column not in train_rows[0]:
                     raise UserError(f"{train_file}: missing column {label_column!r}; columns present: "
                                     f"{sorted(train_rows[0])}")
-                labels = tuple(sorted({str(r.get(label_column)).strip() for r in train_rows}))
+                labels = tuple(sorted({str(r[label_column]).strip() for r in train_rows
+                                       if not _is_empty(r.get(label_column))}))
                 if len(labels) < 2:
                     raise UserError(f"{train_file}: column {label_column!r} has fewer than two distinct labels")
             task = custom_task(tuple(text_columns), label_column, labels)

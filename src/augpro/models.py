@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
@@ -50,17 +51,23 @@ def resolve_model_path(name_or_path: str | None) -> str:
                                 "only safetensors. Convert with model.save_pretrained(dir, safe_serialization=True)")
             raise UserError(f"model folder {path} has no .safetensors weights")
         return str(path)
-    if "/" not in str(name_or_path) and not str(name_or_path).replace("-", "").replace("_", "").isalnum():
+    text = str(name_or_path)
+    looks_local = (text.startswith(("/", ".", "~")) or "\\" in text or text.count("/") > 1
+                   or (path.parent != Path(".") and path.parent.is_dir()))
+    if looks_local:
+        raise UserError(f"model folder not found: {path}")
+    if "/" not in text and not text.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UserError(f"model not found: {name_or_path}")
-    return str(name_or_path)  # a hub name, for online users
+    return text  # a hub name ("org/name"), for online users
 
 
 def load_tokenizer(name_or_path: str | None, trust_remote_code: bool = False):
     path = resolve_model_path(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise UserError(f"cannot load a tokenizer from {name_or_path}: {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError) as exc:
+        hint = " (custom model code runs only with --trust-remote-code)" if "trust_remote_code" in str(exc) else ""
+        raise UserError(f"cannot load a tokenizer from {name_or_path}: {str(exc).splitlines()[0]}{hint}") from None
 
 
 def load_classifier(
@@ -78,8 +85,9 @@ def load_classifier(
     path = resolve_model_path(name_or_path)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise UserError(f"cannot load a model config from {name_or_path}: {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError) as exc:  # missing/invalid config.json, unknown model type, remote code refused
+        hint = " (custom model code runs only with --trust-remote-code)" if "trust_remote_code" in str(exc) else ""
+        raise UserError(f"cannot load a model config from {name_or_path}: {str(exc).splitlines()[0]}{hint}") from None
     if require_head:
         archs = config.architectures or []
         if not any(a.endswith("ForSequenceClassification") for a in archs):
@@ -101,7 +109,7 @@ def load_classifier(
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # missing or corrupt weight files
         raise UserError(f"cannot load model weights from {name_or_path}: {str(exc).splitlines()[0]}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -197,8 +205,6 @@ def model_fingerprint(name_or_path: str | None) -> str:
 
 def same_tokenizer(a, b) -> bool:
     """Whether two tokenizers map text to the same ids (same vocabulary and special tokens)."""
-    if type(a).__name__ != type(b).__name__ and a.get_vocab() != b.get_vocab():
-        return False
     return a.get_vocab() == b.get_vocab() and a.all_special_ids == b.all_special_ids
 
 

@@ -52,8 +52,14 @@ def augment_to_jsonl(ns: argparse.Namespace) -> int:
     out_path = Path(ns.output)
     if out_path.exists() and out_path.is_dir():
         raise UserError(f"--output {out_path} is a folder")
-    if not out_path.parent.exists():
-        raise UserError(f"--output folder {out_path.parent} does not exist")
+    if not out_path.parent.is_dir():
+        raise UserError(f"--output folder {out_path.parent} does not exist or is not a folder")
+    try:  # a real write test (root passes os.access everywhere): fail before the work, not after
+        fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=".augpro-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(f"--output {out_path}: cannot write to {out_path.parent} ({exc.strerror})") from None
     cfg = TrainConfig(mode="teacher", task=ns.task or (None if ns.train_file else "sst2"), data_dir=ns.data_dir,
                       from_hub=ns.from_hub, train_file=ns.train_file, dev_file=ns.dev_file,
                       text_columns=ns.text_columns, label_column=ns.label_column, regression=ns.regression,

@@ -100,13 +100,16 @@ def _slug(text: str) -> str:
 
 
 def _condition_keys(rows: list[dict[str, Any]]) -> list[str]:
-    """Settings (beyond task/size/mode/method/degree/copies/seed) that vary across runs."""
-    values: dict[str, set] = defaultdict(set)
+    """Settings (beyond task/size/mode/method/degree/copies/seed) that vary among the runs of one
+    task and training-set size (a setting chosen per task, like ``max_length``, is not one)."""
+    values: dict[tuple, set] = defaultdict(set)
     for r in rows:
-        for k, v in r["settings"].items():
+        s = r["settings"]
+        group = (repr(r.get("task", s.get("task"))), repr(r.get("train_size", s.get("train_size"))))
+        for k, v in s.items():
             if k not in _NOT_CONDITIONS:
-                values[k].add(repr(v))
-    return sorted(k for k, vs in values.items() if len(vs) > 1)
+                values[(k, group)].add(repr(v))
+    return sorted({k for (k, _), vs in values.items() if len(vs) > 1})
 
 
 class _Row:
@@ -523,7 +526,7 @@ class Report:
                  "(STS-B). Bold: the best mean in its column (methods) or row (degrees). Regenerate with "
                  "`augpro report results.jsonl --output DIR`.", ""]
         if self.cond_keys:
-            lines += ["Settings that vary across runs besides task, size, mode, method, degree, copies and seed: "
+            lines += ["Settings that vary within a task and size besides mode, method, degree, copies and seed: "
                       + ", ".join(f"`{k}`" for k in self.cond_keys) + ".", ""]
         lines += ["## Method comparison", ""]
         if self.teacher_cells():
@@ -537,7 +540,8 @@ class Report:
         if aug:
             lines += ["## Augmentation statistics", "",
                       "Realised degree: mean share of eligible tokens changed per augmented example. Label-flip "
-                      "rate: share of augmented examples whose teacher prediction differs from the source's.", ""]
+                      "rate: share of augmented examples on which the teacher predicts another class than on their "
+                      "source (KD runs on classification tasks only).", ""]
             lines += aug + [""]
         lines += ["## Runtime", "", "Mean wall-clock seconds per run (training and evaluation, teacher excluded).",
                   ""] + self.runtime_table() + [""]

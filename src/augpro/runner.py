@@ -93,12 +93,32 @@ def _check_output_dir(path: str | None, resume: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"--output-dir {out} exists and is not a folder")
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not probe.is_dir():
+        raise UserError(f"--output-dir {out}: cannot create it, {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK):
         raise UserError(f"--output-dir {out}: cannot write to {probe}")
+    try:  # os.access says yes to root everywhere; a real write also catches /proc, read-only mounts ...
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".augpro-write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(f"--output-dir {out}: cannot write to {probe} ({exc.strerror})") from None
     if out.is_dir() and (out / "metrics.json").exists() and not resume:
         raise UserError(f"{out} already holds a finished run (metrics.json); choose another --output-dir or "
                         "delete it")
     return out
+
+
+def check_max_length(max_length: int, tokenizer, *models: torch.nn.Module | None) -> None:
+    """``--max-length`` must fit the models' position embeddings (else training crashes on long texts)."""
+    limits = [getattr(m.config, "max_position_embeddings", None) for m in models if m is not None]
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and tok_limit < 1_000_000:  # tokenizers without a limit report ~1e30
+        limits.append(tok_limit)
+    limits = [n for n in limits if isinstance(n, int) and n > 0]
+    if limits and max_length > min(limits):
+        raise UserError(f"--max-length {max_length} is more than the model's {min(limits)} positions; "
+                        f"use --max-length {min(limits)} or less (longer texts are truncated)")
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
@@ -159,6 +179,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
                                 "is not supported yet: use a student from the same model family")
         model = make_layer_subset_student(load_classifier(cfg.student, task, trust_remote_code=cfg.trust_remote_code),
                                           cfg.student_layers)
+    check_max_length(cfg.max_length, tokenizer, model, teacher)
     train_ds = encode(data.train, tokenizer, cfg.max_length)
     dev_ds = encode(data.dev, tokenizer, cfg.max_length)
     pad_id = tokenizer.pad_token_id or 0
@@ -175,10 +196,15 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         cfg.augment, degree=cfg.degree, embedding_table=emb_source.get_input_embeddings().weight.detach(),
         alpha=cfg.mix_alpha, granularity=cfg.mix_granularity, eps=cfg.fgsm_eps,
         projection_table=cfg.projection_table, knn_k=cfg.knn_k)
+    steps_per_epoch = int(np.ceil(len(train_ds) / cfg.batch_size))
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else int(np.ceil(steps_per_epoch * cfg.epochs))
     if augmenter is not None:
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
         label_pool = None
-        if teacher is not None:
+        # Label an offline pool with the teacher once (cached) when training visits all of it;
+        # a short run that sees a fraction of the pool labels only the rows it visits, live.
+        visits_all = total_steps * cfg.batch_size >= len(train_ds)
+        if teacher is not None and (cfg.pool_labels == "cached" or (cfg.pool_labels == "auto" and visits_all)):
             label_pool = lambda enc: teacher_logits_cached(teacher, teacher_id, enc, cfg, pad_id)  # noqa: E731
         augmenter.prepare(PrepareContext(
             texts=data.train.texts, input_ids=train_ds.encodings["input_ids"],
@@ -187,8 +213,6 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
             show_progress=cfg.progress))
 
     # --- training ---
-    steps_per_epoch = int(np.ceil(len(train_ds) / cfg.batch_size))
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else int(np.ceil(steps_per_epoch * cfg.epochs))
     args = TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=cfg.batch_size,
@@ -207,6 +231,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         seed=cfg.seed,
         data_seed=cfg.seed,
         dataloader_num_workers=0,
+        # batches of similar lengths: far less padding on CPU (SST-2 pads ~45 tokens for a mean of ~13)
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         dataloader_pin_memory=torch.cuda.is_available(),
         # several CPU processes (torchrun / accelerate launch without GPUs): DDP over gloo
         use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
@@ -226,6 +252,10 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         aug_weight=cfg.aug_weight, regression=task.is_regression, special_ids=special, allowed=allowed,
         aug_seed=cfg.seed,
     )
+    if not cfg.progress:  # --quiet: no per-step log dicts on stdout either
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     resume_from = last_complete_checkpoint(out) if cfg.resume else None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -272,6 +302,7 @@ def evaluate_model(model_dir: str, cfg: TrainConfig) -> dict[str, float]:
     data = load_data(cfg)
     model = load_classifier(model_dir, data.task, require_head=True)
     tokenizer = load_tokenizer(model_dir)
+    check_max_length(cfg.max_length, tokenizer, model)
     dev = encode(data.dev, tokenizer, cfg.max_length)
     logits = predict_logits(model, dev.encodings, cfg.eval_batch_size, tokenizer.pad_token_id or 0, cfg.progress,
                             desc="evaluate")

@@ -24,11 +24,12 @@ without creating identical runs).
 
 Each run has a ``run_id``: a short hash of its normalised settings (without ``output_dir``,
 ``data_dir``, ``progress``, ``threads``, ``resume`` and ``cache``, which do not change results; a
-study-trained teacher enters as its own id, not its path). Runs are ordered by seed first, so a
-half-finished study already has every cell at fewer seeds.
+study-trained teacher enters as its own id, not its path; settings equal to TrainConfig's
+default are left out, so adding a new setting to TrainConfig keeps old ids valid). Runs are
+ordered by seed first, so a half-finished study already has every cell at fewer seeds.
 
 Teachers are trained once per distinct teacher setting (task, data, train_size, seed,
-max_length, ``model``, batch sizes, plus the ``teacher:`` section) under
+dev_size, max_length, ``model``, batch sizes, plus the ``teacher:`` section) under
 ``<output_dir>/teachers/<task>-n<size>-s<seed>-<hash>/`` and reused when their ``metrics.json``
 exists; their logits are cached on disk by the runner. Student runs go to
 ``<output_dir>/runs/<run_id>/``; after a run finishes its line is appended to
@@ -74,9 +75,10 @@ UNHASHED = ("output_dir", "data_dir", "progress", "threads", "resume", "cache")
 #: settings the study itself controls for student runs
 FORCED = {"save_checkpoints": False, "eval_every_epoch": False, "progress": False, "resume": False}
 #: settings a teacher takes from the student run it serves (the ``teacher:`` section may override)
-TEACHER_INHERITS = ("task", "data_dir", "from_hub", "train_file", "dev_file", "text_columns", "label_column",
-                    "regression", "train_size", "max_length", "model", "seed", "batch_size", "eval_batch_size",
-                    "trust_remote_code", "cache", "threads")
+TEACHER_INHERITS = tuple(k for k in (
+    "task", "data_dir", "from_hub", "train_file", "dev_file", "text_columns", "label_column", "regression",
+    "train_size", "dev_size", "max_length", "model", "seed", "batch_size", "eval_batch_size", "trust_remote_code",
+    "cache", "threads") if k in {f.name for f in fields(TrainConfig)})
 #: files of a finished run that stay after its weights are deleted
 KEEP_FILES = ("metrics.json", "train_ids.json", "train.log")
 
@@ -155,8 +157,14 @@ def _hash(obj: Any, n: int = 12) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
+_DEFAULTS = TrainConfig().to_dict()
+
+
 def _hashed_view(settings: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in settings.items() if k not in UNHASHED}
+    """The settings that identify a run: those that differ from TrainConfig's defaults, so that a
+    setting added to TrainConfig later (with a default that keeps the old behaviour) does not
+    change the ids of finished runs."""
+    return {k: v for k, v in settings.items() if k not in UNHASHED and (k not in _DEFAULTS or v != _DEFAULTS[k])}
 
 
 def _check_run(settings: dict[str, Any], where: str) -> None:
@@ -580,6 +588,11 @@ def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
         for run in todo:
             current = run
             t_metrics = None
+            if run.teacher is None and run.settings["mode"] == "kd":  # a teacher folder named in the YAML
+                given = Path(str(run.settings["teacher"])) / "metrics.json"
+                if given.is_file():
+                    with contextlib.suppress(ValueError, OSError):
+                        t_metrics = json.loads(given.read_text())
             if run.teacher is not None:
                 if run.teacher.teacher_id not in teacher_metrics:
                     bar.set_postfix_str(f"teacher {run.teacher.folder.name}", refresh=True)

@@ -48,7 +48,7 @@ _SCREEN_K2 = 128
 #: rows re-scored at once in that second look (its temporary is rows * 128 * d floats)
 _STAGE2_ROWS = 32
 #: rows of the table processed at once by :meth:`Projector.refresh` (bounds its temporaries)
-_REFRESH_BLOCK = 4096
+_REFRESH_BLOCK = 1024
 
 
 def allowed_vocab_mask(tokenizer, vocab_size: int | None = None) -> torch.Tensor:
@@ -106,9 +106,10 @@ class Projector:
         table: ``[V, d]`` word-embedding weights (read live: pass the module's weight and a
             changed table is used at the next call; call :meth:`refresh` after updates).
         allowed: ``[V]`` bool mask of tokens that may be returned.
-        chunk_size: positions searched per GEMM. Extra memory of a call is about
-            ``chunk_size * V * 2`` bytes with bf16 screening (plus ``chunk_size * V * 4`` for
-            positions that fall back to the fp32 search), ``chunk_size * V * 4`` without.
+        chunk_size: positions searched per GEMM. The screening matrix, ``chunk_size * V * 2``
+            bytes with bf16 screening (``chunk_size * V * 4`` without), is kept between calls;
+            the bf16 operand adds ``V * (d + 4) * 2`` bytes. A call's own temporaries are small
+            (positions that fall back to the fp32 search use ``rows * V * 4`` bytes, rarely).
         screen: ``"bf16"`` (certified bf16 screening), ``"none"`` (fp32 GEMM only) or ``None``
             (bf16 where :func:`bf16_screening_available`). Both give the exact nearest token.
     """
@@ -126,6 +127,7 @@ class Projector:
         #: positions of the last calls that needed the fp32 fallback / that were searched
         self.stats = {"searched": 0, "fallback": 0, "mix_certified": 0, "mix_searched": 0}
         self._neighbours: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._workspace: dict[str, torch.Tensor] = {}
         self.refresh()
 
     # ------------------------------------------------------------------ setup
@@ -153,11 +155,16 @@ class Projector:
         elif getattr(self, "_t16", None) is None or self._t16.shape != (V, d + 4) or self._t16.device != dev:
             self._t16 = torch.empty(V, d + 4, dtype=torch.bfloat16, device=dev)
         norms = torch.empty(V, dtype=torch.float32, device=dev)
+        col_sum = torch.zeros(d, dtype=torch.float64, device=dev)
+        col_sq = torch.zeros(d, dtype=torch.float64, device=dev)
         res_max = 0.0
         for s in range(0, V, _REFRESH_BLOCK):
             blk = table[s:s + _REFRESH_BLOCK].float()
+            sq = blk * blk
             nb = norms[s:s + _REFRESH_BLOCK]
-            torch.sum(blk * blk, dim=1, out=nb)
+            torch.sum(sq, dim=1, out=nb)
+            col_sum += blk.sum(0, dtype=torch.float64)
+            col_sq += sq.sum(0, dtype=torch.float64)
             if use16:
                 # operand row: [E_w, ||E_w||^2 (hi), ||E_w||^2 (lo), 1, 1]
                 rows = self._t16[s:s + _REFRESH_BLOCK]
@@ -167,6 +174,8 @@ class Projector:
                 if bool(ok.any()):
                     res_max = max(res_max, float(res[ok].max()))
         self._norms = norms
+        #: per-dimension standard deviation of the table (all rows, unbiased), from the same pass
+        self.column_std = ((col_sq - col_sum * col_sum / V) / max(1, V - 1)).clamp(min=0).sqrt().float()
         self._bias = norms.masked_fill(~self.allowed, float("inf"))
         A = len(self._allowed_ids)
         allowed_norms = norms[self._allowed_ids]
@@ -210,7 +219,9 @@ class Projector:
             return out
         dev = self.table.device
         screen = self._search_bf16 if self._t16 is not None else self._search_fp32
-        buf: dict[str, torch.Tensor] = {}
+        # the screening matrix is kept between calls: allocated once at its largest size, it
+        # neither churns the allocator nor leaves freed-but-resident blocks behind
+        buf = self._workspace
         for s, t in _balanced_chunks(n, self.chunk_size):
             e = rows_of(s, t).to(device=dev, dtype=torch.float32)
             excl = exclude[s:t].to(dev) if exclude is not None else None
@@ -225,8 +236,9 @@ class Projector:
         if table_t.dtype != torch.float32:
             table_t = table_t.float()
         scores = buf.get("fp32")
-        if scores is None or scores.shape[0] < c:
-            scores = buf["fp32"] = torch.empty(c, table_t.shape[1], dtype=torch.float32, device=e.device)
+        if scores is None or scores.shape[0] < c or scores.shape[1] != table_t.shape[1] or scores.device != e.device:
+            rows = max(c, min(self.chunk_size, 4096))
+            scores = buf["fp32"] = torch.empty(rows, table_t.shape[1], dtype=torch.float32, device=e.device)
         scores = scores[:c]
         torch.addmm(self._bias.unsqueeze(0), e, table_t, beta=1.0, alpha=-2.0, out=scores)
         if exclude is not None:
@@ -254,8 +266,9 @@ class Projector:
         lhs[:, d + 2] = ee_hi
         lhs[:, d + 3] = ee_lo
         scores = buf.get("bf16")
-        if scores is None or scores.shape[0] < c:
-            scores = buf["bf16"] = torch.empty(c, A, dtype=torch.bfloat16, device=e.device)
+        if scores is None or scores.shape[0] < c or scores.shape[1] != A or scores.device != e.device:
+            rows = max(c, min(self.chunk_size, 4096))
+            scores = buf["bf16"] = torch.empty(rows, A, dtype=torch.bfloat16, device=e.device)
         scores = scores[:c]
         torch.mm(lhs, t16.t(), out=scores)
         if exclude is not None:
@@ -290,7 +303,7 @@ class Projector:
             if not bool(cert2.all()):
                 worse = part[~cert2]
                 self.stats["fallback"] += worse.numel()
-                out[worse] = self._search_fp32(e[worse], exclude[worse] if exclude is not None else None, buf)
+                out[worse] = self._search_fp32(e[worse], exclude[worse] if exclude is not None else None, {})
         return out
 
     def _certify(self, e: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor, delta: torch.Tensor,
