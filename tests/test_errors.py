@@ -144,7 +144,8 @@ ROWS = [
         custom('text,label\n"hello,pos\nbad,neg\n'), [*FINETUNE, *CUSTOM],
         "train.csv: line 2 has 1 field, expected 2 (an unclosed quote?)"),
     Row("csv-missing-column", "CSV without the `--label-column`",
-        custom("text\nhello\nbad\n"), [*FINETUNE, *CUSTOM], "train.csv: missing column 'label'; columns present: ['text']"),
+        custom("text\nhello\nbad\n"), [*FINETUNE, *CUSTOM],
+        "train.csv: missing column 'label'; columns present: ['text']"),
     Row("csv-semicolons", "`.csv` file separated by semicolons",
         custom("text;label\nhello;pos\nbad;neg\n"), [*FINETUNE, *CUSTOM],
         "train.csv: line 1 has one column with a comma delimiter but holds semicolons (wrong delimiter); "
@@ -190,7 +191,8 @@ ROWS = [
     Row("jsonl-null-label", "JSONL `\"label\": null`",
         custom(jsonl({"text": "a", "label": None}, {"text": "b", "label": "x"}, {"text": "c", "label": "y"}),
                ext="jsonl"),
-        [*FINETUNE, *[a.replace(".csv", ".jsonl") for a in CUSTOM]], "train.jsonl line 1: empty label in column 'label'"),
+        [*FINETUNE, *[a.replace(".csv", ".jsonl") for a in CUSTOM]],
+        "train.jsonl line 1: empty label in column 'label'"),
     Row("jsonl-deep-nesting", "JSONL line of 100,000 `[`",
         custom("[" * 100_000 + "\n", ext="jsonl"),
         [*FINETUNE, *[a.replace(".csv", ".jsonl") for a in CUSTOM]], "train.jsonl: line 1 is nested too deeply"),
@@ -603,8 +605,10 @@ def test_source_has_no_eval_exec_pickle_or_unsafe_yaml():
 def test_forbidden_patterns_do_catch_offenders(tmp_path):
     samples = {"x = eval(s)": "eval()", "exec (code)": "exec()", "import pickle": "pickle-family modules",
                "from marshal import loads": "pickle-family modules", "sd = torch.load(p)": "pickle-based loaders",
-               "yaml.load(fh)": "YAML loaders other than safe_load", "yaml.unsafe_load(fh)": "YAML loaders other than safe_load",
-               "os.system(cmd)": "running or importing named code", "f(trust_remote_code = True)": "trust_remote_code=True"}
+               "yaml.load(fh)": "YAML loaders other than safe_load",
+               "yaml.unsafe_load(fh)": "YAML loaders other than safe_load",
+               "os.system(cmd)": "running or importing named code",
+               "f(trust_remote_code = True)": "trust_remote_code=True"}
     fine = ["model.eval()", "doc = yaml.safe_load(text)", "self.teacher.eval()", "x = evaluate(y)",
             "pickles = []", 'raise E("holds pickle weights; no eval(x) or torch.load(p)")', "# import pickle"]
     src = tmp_path / "sample.py"

@@ -81,8 +81,9 @@ def well_formed(draw):
 
 def _write_delimited(header, rows, delimiter: str, quoting: int) -> bytes:
     buf = io.StringIO()
+    # CSV: CRLF line ends, so cells holding CR or LF are quoted (with "\n" a bare CR would end the row)
     writer = csv.writer(buf, delimiter=delimiter, quoting=quoting, escapechar="\\" if quoting == csv.QUOTE_NONE
-                        else None, lineterminator="\n")
+                        else None, lineterminator="\n" if quoting == csv.QUOTE_NONE else "\r\n")
     for row in [header, *rows]:
         try:
             writer.writerow(row)
@@ -143,17 +144,30 @@ def _good_csv_rows(rows, width):
     return all(len(r) == width and all(c.strip() for c in r) for r in rows)
 
 
+def _must_reject_csv(header, rows) -> bool:
+    """Files the loader must refuse: a repeated column name, or a kept row with a blank cell or a wrong width."""
+    if len(set(header)) < len(header) and rows:
+        return True
+    kept = [r for r in rows if any(c.strip() for c in r)]  # all-blank rows are skipped like blank lines
+    if header == ["text", "label"]:
+        return any(len(r) != 2 or not all(c.strip() for c in r) for r in kept)
+    return False
+
+
 # --------------------------------------------------------------------------- properties
 
 
 @FUZZ
-@given(table=st.one_of(tables(), well_formed()), dev=st.one_of(tables(), well_formed()),
+@given(table=st.one_of(tables(), well_formed()), dev=st.one_of(st.none(), tables(), well_formed()),
        quoting=st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]))
 def test_fuzz_csv(table, dev, quoting):
     """Random CSV files load consistently or raise UserError; clean files round-trip exactly."""
     _count("csv")
     header, rows = table
+    dev = dev or table  # None: the dev file is the training file (every dev label is known)
     data = load_files(_write_delimited(header, rows, ",", quoting), _write_delimited(*dev, ",", quoting), ".csv")
+    if _must_reject_csv(header, rows) or _must_reject_csv(*dev):
+        assert data is None, "a malformed CSV (blank cell, ragged row or repeated column) was accepted"
     clean = (header == ["text", "label"] and rows and _good_csv_rows(rows, 2) and dev[0] == header and dev[1]
              and _good_csv_rows(dev[1], 2) and len({r[1].strip() for r in rows}) >= 2
              and {r[1].strip() for r in dev[1]} <= {r[1].strip() for r in rows}
@@ -168,7 +182,7 @@ def test_fuzz_csv(table, dev, quoting):
 @FUZZ
 @given(table=tables(("sentence1", "sentence2"), "score"), regression=st.booleans())
 def test_fuzz_tsv_pairs(table, regression):
-    """Random TSV sentence pairs (QUOTE_NONE, like GLUE): tabs and newlines inside cells break rows, never the loader."""
+    """Random TSV sentence pairs (QUOTE_NONE, like GLUE): tabs and newlines in cells break rows, not the loader."""
     _count("tsv")
     header, rows = table
     content = _write_delimited(header, rows, "\t", csv.QUOTE_NONE)
@@ -189,12 +203,25 @@ def test_fuzz_jsonl(rows, garbage, where):
     for g in garbage:
         lines.insert(min(where, len(lines)), g.replace("\n", " ").replace("\r", " "))
     content = ("\n".join(lines) + "\n").encode("utf-8")
-    load_files(content, content, ".jsonl")
+    data = load_files(content, content, ".jsonl")
+
+    def text_ok(v):
+        return isinstance(v, (str, int, float)) and not isinstance(v, bool) and str(v).strip()
+
+    def label_ok(v):
+        return v is not None and str(v).strip()
+
+    if any(not (text_ok(r.get("text")) and label_ok(r.get("label"))) for r in rows):
+        assert data is None, "a JSONL row with a missing, blank or non-text value was accepted"
+    elif rows and not garbage and len({str(r["label"]).strip() for r in rows}) >= 2:
+        assert data is not None, "well-formed JSONL was rejected"
+        assert [t[0] for t in data.train.texts] == [str(r["text"]) for r in rows]
 
 
 @FUZZ
 @given(train=st.binary(max_size=300), dev=st.binary(max_size=300), ext=_ext,
-       prefix=st.sampled_from([b"", b"text,label\n", b"text\tlabel\n", b"\xef\xbb\xbf", b'{"text": "a", "label": "b"}\n']))
+       prefix=st.sampled_from([b"", b"text,label\n", b"text\tlabel\n", b"\xef\xbb\xbf",
+                               b'{"text": "a", "label": "b"}\n']))
 def test_fuzz_random_bytes(train, dev, ext, prefix):
     """Arbitrary bytes (invalid UTF-8, NUL, lone CR) under any supported file name."""
     _count("bytes")
@@ -202,7 +229,8 @@ def test_fuzz_random_bytes(train, dev, ext, prefix):
 
 
 @FUZZ
-@given(path_text=st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/"), max_size=30),
+@given(path_text=st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/"),
+                         max_size=30),
        ext=st.sampled_from(["", ".csv", ".xlsx", ".jsonl", ".tsv/"]))
 def test_fuzz_read_table_paths(path_text, ext):
     """Odd file names (missing, folders, unknown types, shell syntax) are UserErrors."""
@@ -224,7 +252,8 @@ def _glue_folder(tmp: str, task: TaskSpec, train: bytes, dev: bytes) -> str:
     return tmp
 
 
-_STSB_COLS = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"]
+_STSB_COLS = ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2",
+              "score"]
 
 
 @st.composite
@@ -235,7 +264,8 @@ def glue_files(draw):
         label = st.one_of(st.sampled_from(["0", "1"]), _cell)
     elif task.name == "stsb":
         header = _STSB_COLS
-        label = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(str), st.sampled_from(["", "nan", "5.000"]),
+        label = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(str),
+                          st.sampled_from(["", "nan", "5.000"]),
                           _cell)
     else:
         header = None

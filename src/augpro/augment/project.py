@@ -399,11 +399,18 @@ class Projector:
         dev = table.device
         for s, t in _balanced_chunks(n, self.chunk_size):
             ai, bi = a[s:t].to(dev), b[s:t].to(dev)
-            lm = lam[s:t].to(dev).float()
-            in_range = (lm >= 0) & (lm <= 1)  # the bound needs convex weights
+            lm = lam[s:t].to(dev)
+            # the embedding exactly as a caller mixes it in the table's dtype
+            # (``lam * E[a] + (1 - lam) * E[b]``, ``lam`` cast to that dtype)
+            lt = lm.to(table.dtype).unsqueeze(1)
+            e = (lt * table[ai] + (1 - lt) * table[bi]).float()
+            # the bound holds for the exact mix with the weight actually used; ``eps`` is how far
+            # the computed mix is from it (rounding; ~1e-7 relative in fp32)
+            w = lt.squeeze(1).float()
+            in_range = (w >= 0) & (w <= 1)  # the bound needs convex weights
             ea, eb = table[ai].float(), table[bi].float()
-            e = lm.unsqueeze(1) * ea + (1 - lm).unsqueeze(1) * eb
-            e = e.to(table.dtype).float()  # the same rounding as mixing in the table's dtype
+            exact = w.unsqueeze(1) * ea + (1 - w).unsqueeze(1) * eb
+            eps = (e - exact).norm(dim=1)
             cand = torch.cat([ai.unsqueeze(1), bi.unsqueeze(1), nb[ai], nb[bi]], dim=1)
             valid = self.allowed[cand]
             if exclude is not None:
@@ -414,10 +421,13 @@ class Projector:
             dist = (diff * diff).sum(-1).masked_fill(~valid, float("inf"))
             best, pick = dist.min(1)
             ids = cand.gather(1, pick.unsqueeze(1)).squeeze(1)
+            # every allowed token off the candidate list is at least sqrt(bound) from the exact
+            # mix, so at least sqrt(bound) - eps from the computed one
             dab = ((ea - eb) ** 2).sum(1)
-            bound = lm * radius[ai] ** 2 + (1 - lm) * radius[bi] ** 2 - lm * (1 - lm) * dab
+            bound = w * radius[ai] ** 2 + (1 - w) * radius[bi] ** 2 - w * (1 - w) * dab
             slack = 1e-5 * (radius[ai] ** 2 + radius[bi] ** 2 + dab) + 1e-6
-            certified = (best < bound - slack) & in_range
+            far = (bound - slack).clamp(min=0).sqrt() - eps * (1 + 1e-3) - 1e-6
+            certified = (best.sqrt() < far) & in_range
             if not bool(certified.all()):
                 bad = (~certified).nonzero().squeeze(1)
                 excl = exclude[s:t].to(dev)[bad] if exclude is not None else None
