@@ -8,8 +8,10 @@ so a drifting load hits all alike), after a warm-up round, and reports the ratio
 
 from __future__ import annotations
 
+import atexit
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -199,6 +201,7 @@ def make_trainer(student, teacher, train_ds, augmenter, batch_size: int = 32, tr
 
     special, allowed = token_sets(student.get_input_embeddings().weight.shape[0])
     out = tempfile.mkdtemp(prefix="augpro-bench-")
+    atexit.register(shutil.rmtree, out, True)  # the trainer writes nothing worth keeping
     args = TrainingArguments(
         output_dir=out, per_device_train_batch_size=batch_size, learning_rate=1e-4, max_steps=10_000,
         report_to=[], use_cpu=True, disable_tqdm=True, remove_unused_columns=False, label_names=["labels"],

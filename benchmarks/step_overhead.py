@@ -35,8 +35,8 @@ SIZES = {
 def proposed_classes():
     """Benchmark-local prototypes of the changes recommended in docs/performance.md."""
     from augpro.augment.augpro import AugProFGSM, AugProMix
-    from augpro.augment.base import AugmentContext, AugmentedBatch, eligible_mask
-    from augpro.augment.interpolate import MixPlan, draw_mix_plan, forward_inputs, word_embeddings
+    from augpro.augment.base import AugmentContext, eligible_mask
+    from augpro.augment.interpolate import draw_mix_plan, forward_inputs, word_embeddings
     from augpro.distill import DistillTrainer, model_inputs
     from augpro.losses import kd_loss, label_loss
 
