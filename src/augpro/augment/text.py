@@ -228,8 +228,8 @@ class _TextAugmenter(PooledAugmenter):
         if shortfall > 0:
             total = max(1, sum(eligible))
             warnings.warn(
-                f"{self.name} (nominal degree {self.degree}, realised {sum(changed) / total:.4f}) view {copy}: "
-                f"{shortfall} requested word changes were impossible "
+                f"{self.name} view {copy}: changes fell short of the nominal degree {self.degree} "
+                f"(realised {sum(changed) / total:.4f}): {shortfall} requested word changes were impossible "
                 f"({shortfall / total:.4f} of all {sum(eligible)} words; too few words with WordNet "
                 f"synonyms, or too few words to swap/delete)",
                 stacklevel=2,
