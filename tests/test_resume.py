@@ -55,6 +55,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, data_dir):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((full / "metrics.json").read_text())
     b = json.loads((killed / "metrics.json").read_text())
+    print(f"uninterrupted: steps={a['steps']} dev={a['dev']}; killed+resumed: steps={b['steps']} dev={b['dev']}")
     assert b["steps"] == a["steps"] == 18
     assert b["dev"] == a["dev"]  # exactly equal
 
