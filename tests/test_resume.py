@@ -55,9 +55,12 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, data_dir):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((full / "metrics.json").read_text())
     b = json.loads((killed / "metrics.json").read_text())
-    print(f"uninterrupted: steps={a['steps']} dev={a['dev']}; killed+resumed: steps={b['steps']} dev={b['dev']}")
+    print(f"uninterrupted: steps={a['steps']} dev={a['dev']} weights={a['replica_weight_sha256'][0][:16]}; "
+          f"killed+resumed: steps={b['steps']} dev={b['dev']} weights={b['replica_weight_sha256'][0][:16]}")
     assert b["steps"] == a["steps"] == 18
     assert b["dev"] == a["dev"]  # exactly equal
+    # stronger than the metric (a tiny run may predict one class): bit-identical final weights
+    assert b["replica_weight_sha256"] == a["replica_weight_sha256"]
 
 
 def test_half_written_checkpoint_is_ignored(tmp_path):
