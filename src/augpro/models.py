@@ -7,7 +7,6 @@ are standard checkpoints (safetensors, tokenizer, config with label names) that
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -206,13 +205,6 @@ def model_fingerprint(name_or_path: str | None) -> str:
 def same_tokenizer(a, b) -> bool:
     """Whether two tokenizers map text to the same ids (same vocabulary and special tokens)."""
     return a.get_vocab() == b.get_vocab() and a.all_special_ids == b.all_special_ids
-
-
-def read_label_names(model_dir: str | Path) -> dict | None:
-    cfg = Path(model_dir) / "config.json"
-    if cfg.is_file():
-        return json.loads(cfg.read_text()).get("id2label")
-    return None
 
 
 def set_threads(num_threads: int | None) -> None:

@@ -33,7 +33,7 @@ from augpro.distill import DistillTrainer, last_complete_checkpoint, model_input
 from augpro.errors import UserError
 from augpro.metrics import compute_metrics
 from augpro.models import (count_parameters, load_classifier, load_tokenizer, make_layer_subset_student,
-                           model_fingerprint, resolve_model_path, same_tokenizer, save_model, set_threads)
+                           model_fingerprint, same_tokenizer, save_model, set_threads)
 from augpro.tasks import get_task
 
 log = logging.getLogger("augpro")
@@ -307,7 +307,3 @@ def evaluate_model(model_dir: str, cfg: TrainConfig) -> dict[str, float]:
     logits = predict_logits(model, dev.encodings, cfg.eval_batch_size, tokenizer.pad_token_id or 0, cfg.progress,
                             desc="evaluate")
     return compute_metrics(data.task, logits.numpy(), np.asarray(data.dev.labels))
-
-
-def resolve_default_model() -> str:
-    return resolve_model_path(None)
