@@ -150,9 +150,8 @@ def pick_exact(scores: torch.Tensor, eligible: torch.Tensor, degree: float) -> t
     Returns the boolean selection ``[B, L]`` and the per-row count. Rounding is Python's
     ``round`` (half to even), applied per example.
     """
-    n_eligible = eligible.sum(1)
-    k = torch.tensor([round(degree * int(n)) for n in n_eligible.tolist()], dtype=torch.long,
-                     device=scores.device)
+    # float64 product and round-half-to-even: identical to Python's round(degree * n), no Python loop
+    k = torch.round(eligible.sum(1).double() * degree).long()
     masked = scores.masked_fill(~eligible, float("-inf"))
     order = masked.argsort(dim=1, descending=True, stable=True)
     ranks = torch.empty_like(order)
