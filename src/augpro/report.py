@@ -46,6 +46,15 @@ DPI = 100
 # --------------------------------------------------------------------------- reading
 
 
+
+def _decorate_panel(ax, size: int, xlabel: str) -> None:
+    """Title, axis labels, grid and legend of one per-size panel of a score plot."""
+    ax.set_title(f"n={_size_name(size)}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("dev score ×100")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
 def load_rows(results_path: str | os.PathLike) -> list[dict[str, Any]]:
     """Finished runs with a numeric score, first line per run_id, sorted by run_id."""
     from augpro.study import read_results
@@ -417,11 +426,7 @@ class Report:
                     if b is not None:
                         ax.axhline(b.mean, color=_MODE_COLORS.get(mode, "gray"), linestyle=(0, (1, 3)), linewidth=1.2,
                                    label=f"{mode.upper()} no DA" + (f" {_cond_label(cond)}" if cond else ""))
-            ax.set_title(f"n={_size_name(size)}")
-            ax.set_xlabel(f"degree (share of tokens changed, {method})")
-            ax.set_ylabel("dev score ×100")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            _decorate_panel(ax, size, f"degree (share of tokens changed, {method})")
         fig.suptitle(f"{_task_name(task)}: dev score vs augmentation degree (mean ± std over seeds)")
         fig.tight_layout()
         name = f"degree_{suffix}.png"
@@ -493,11 +498,7 @@ class Report:
                             label=f"{lk[0].upper()}{dlabel}" + (f" {_cond_label(lk[1])}" if lk[1] else ""),
                             **_line_style(i))
             ax.set_xticks(sorted(xs_all))
-            ax.set_title(f"n={_size_name(size)}")
-            ax.set_xlabel("augmented copies per example (0 = no DA)")
-            ax.set_ylabel("dev score ×100")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            _decorate_panel(ax, size, "augmented copies per example (0 = no DA)")
         fig.suptitle(f"{_task_name(task)}: dev score vs copies ({method}, each mode at its best degree)")
         fig.tight_layout()
         name = f"copies_{suffix}.png"
