@@ -4,7 +4,8 @@
 warm-up pass (WordNet loads lazily; augpro's synonym lookups are memoised), medians. What each contender does (its own augmentation work):
 
 * ``knn`` — :class:`~augpro.augment.replace.TokenReplacement` ``build_view``: the training set's
-  token ids in (tokenized once for training anyway), one augmented copy's ids out, exactly
+  token ids in (tokenized once for training anyway), one augmented copy's ids out (a ragged
+  :class:`~augpro.augment.pool.PoolView`, which is what the trainer gathers batches from), exactly
   ``round(0.3 * n)`` WordPiece tokens changed per sentence, each to one of its 16 nearest
   neighbours (the ``[V, 16]`` table is built once and cached on disk);
 * ``synonym`` — :func:`~augpro.augment.text.synonym_replace` on every sentence: text in, text out,
@@ -25,12 +26,9 @@ and end-to-end figures where the augmented texts are re-tokenized (what a traini
 
 from __future__ import annotations
 
-import itertools
 import random
 import time
 import warnings
-
-import numpy as np
 
 import torch
 
@@ -57,86 +55,6 @@ def nlpaug_synonym_aug(aug_p: float = 0.3):
     return aug
 
 
-def proposed_knn_class():
-    """Benchmark-local prototype of a vectorised ``TokenReplacement.build_view`` (recommended in
-    docs/performance.md): no padding, no per-row Python, one sort for the whole view."""
-    from augpro.augment.pool import PoolView
-    from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
-    from augpro.augment.replace import TokenReplacement, cached_knn_table
-
-    class FastKnn(TokenReplacement):
-        def replace_flat(self, flat, lengths, tok, neighbours, generator):
-            """Exact-degree knn replacement on all rows at once (ragged: flat ids + lengths)."""
-            row_of = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-            eligible = ~torch.isin(flat, special_ids_tensor(tok))
-            n_eligible = torch.zeros(len(lengths), dtype=torch.long).index_add_(0, row_of, eligible.long())
-            # Python's round (half to even) of degree * n, in double as Python computes it
-            k = torch.round(torch.tensor(self.degree, dtype=torch.float64) * n_eligible.double()).long()
-            score = torch.randint(0, 2**30, flat.shape, generator=generator)
-            key = (row_of << 32) | torch.where(eligible, score, torch.full_like(score, 2**31))
-            order = key.argsort()  # rows in order; within a row eligible first, in random order
-            starts = torch.cumsum(lengths, 0) - lengths
-            rank = torch.empty_like(order)
-            rank[order] = torch.arange(len(order)) - starts[row_of[order]]
-            selected = eligible & (rank < k[row_of])
-            col = torch.randint(0, neighbours.shape[1], (int(selected.sum()),), generator=generator)
-            new = flat.clone()
-            new[selected] = neighbours[flat[selected], col]
-            return new, selected, row_of, n_eligible
-
-        def build_view(self, ctx, copy):
-            if self.method != "knn":
-                return super().build_view(ctx, copy)
-            tok = ctx.tokenizer
-            allowed = allowed_vocab_mask(tok, self.embedding_table.shape[0])
-            neighbours = cached_knn_table(self.embedding_table, allowed, self.knn_k)
-            rows = ctx.input_ids
-            lengths = torch.tensor([len(r) for r in rows])
-            flat = torch.from_numpy(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64,
-                                                count=int(lengths.sum())))
-            new, selected, row_of, n_eligible = self.replace_flat(flat, lengths, tok, neighbours, ctx.generator)
-            values = new.tolist()
-            offsets = (torch.cumsum(lengths, 0) - lengths).tolist()
-            new_rows = [values[o:o + n] for o, n in zip(offsets, lengths.tolist())]
-            changed = torch.zeros(len(rows), dtype=torch.long).index_add_(0, row_of, selected.long())
-            return PoolView(new_rows, ctx.token_type_ids, changed, n_eligible)
-
-    return FastKnn
-
-
-def proposed_synonym_replace():
-    """Benchmark-local prototype of a leaner :func:`~augpro.augment.text.synonym_replace`: one
-    dict lookup per word (word -> synonyms, ``()`` for non-alphabetic words) instead of
-    ``isalpha`` + an ``lru_cache`` call, and the synonym list reused for the draw. Same random
-    draws, identical output (checked below)."""
-    from augpro.augment.text import TextEdit, _match_case
-    from augpro.wordnet import synonyms
-
-    cache: dict[str, tuple[str, ...]] = {}
-
-    def replace(text: str, degree: float, rng: random.Random) -> TextEdit:
-        words = text.split()
-        if not words:
-            return TextEdit(text, 0, 0, 0)
-        target = round(degree * len(words))
-        if target == 0:
-            return TextEdit(text, 0, len(words), 0)
-        candidates = []
-        for i, w in enumerate(words):
-            syn = cache.get(w)
-            if syn is None:
-                syn = cache[w] = synonyms(w) if w.isalpha() else ()
-            if syn:
-                candidates.append(i)
-        k = min(target, len(candidates))
-        new = list(words)
-        for i in rng.sample(candidates, k):
-            new[i] = _match_case(words[i], rng.choice(cache[words[i]]))
-        return TextEdit(" ".join(new) if k else text, k, len(words), target - k)
-
-    return replace
-
-
 def run(report: C.Report, mode: str = "quick") -> None:
     from augpro.augment import TokenReplacement
     from augpro.augment.base import PrepareContext
@@ -161,7 +79,6 @@ def run(report: C.Report, mode: str = "quick") -> None:
     report.value("knn_table_s", time.perf_counter() - t0, "s (one-time [V, 16] neighbour table; cached on disk)")
 
     knn = TokenReplacement("knn", degree=0.3, embedding_table=table)
-    fast_knn = proposed_knn_class()(method="knn", degree=0.3, embedding_table=table)
     aug = nlpaug_synonym_aug(0.3)
     state = {"r": 0}
 
@@ -174,9 +91,6 @@ def run(report: C.Report, mode: str = "quick") -> None:
     def run_knn():
         out["knn"] = knn.build_view(ctx(), 0)
 
-    def run_fast_knn():
-        out["proposed-knn"] = fast_knn.build_view(ctx(), 0)
-
     def run_synonym():
         rng = random.Random(state["r"])
         out["synonym"] = [synonym_replace(s, 0.3, rng) for s in sentences]
@@ -187,24 +101,7 @@ def run(report: C.Report, mode: str = "quick") -> None:
             warnings.simplefilter("ignore")
             out["nlpaug"] = aug.augment(sentences)
 
-    fast_synonym = proposed_synonym_replace()
-
-    def run_fast_synonym():
-        rng = random.Random(state["r"])
-        out["proposed-synonym"] = [fast_synonym(s, 0.3, rng) for s in sentences]
-
-    # the vectorised knn's core on a ragged tensor (what a tensor-native pool would pay)
-    lengths = torch.tensor([len(r) for r in ids])
-    flat = torch.tensor([t for r in ids for t in r], dtype=torch.long)
-    from augpro.augment.project import allowed_vocab_mask
-    nb16 = cached_knn_table(table, allowed_vocab_mask(tok, table.shape[0]), 16)
-
-    def run_ragged_knn():
-        out["proposed-knn-ragged"] = fast_knn.replace_flat(flat, lengths, tok, nb16,
-                                                           torch.Generator().manual_seed(state["r"]))
-
-    fns = {"knn": run_knn, "synonym": run_synonym, "nlpaug": run_nlpaug, "proposed-knn": run_fast_knn,
-           "proposed-synonym": run_fast_synonym, "proposed-knn-ragged": run_ragged_knn}
+    fns = {"knn": run_knn, "synonym": run_synonym, "nlpaug": run_nlpaug}
     names = list(fns)
     times: dict[str, list[float]] = {k: [] for k in names}
     for r in range(1 + cfg["reps"]):
@@ -219,17 +116,13 @@ def run(report: C.Report, mode: str = "quick") -> None:
     report.ratio("knn_vs_nlpaug", thr["knn"] / thr["nlpaug"], f"{thr['knn']:.0f} vs {thr['nlpaug']:.0f} sentences/s")
     report.ratio("synonym_vs_nlpaug", thr["synonym"] / thr["nlpaug"],
                  f"{thr['synonym']:.0f} vs {thr['nlpaug']:.0f} sentences/s")
-    report.ratio("proposed_knn_vs_nlpaug", thr["proposed-knn"] / thr["nlpaug"],
-                 "vectorised build_view, list-of-lists pool as today (proposed)")
-    report.ratio("proposed_knn_ragged_vs_nlpaug", thr["proposed-knn-ragged"] / thr["nlpaug"],
-                 "its core on a ragged id tensor: a tensor-native pool (proposed)")
-    report.ratio("proposed_synonym_vs_nlpaug", thr["proposed-synonym"] / thr["nlpaug"],
-                 "leaner synonym_replace (proposed)")
-    same = [a.text for a in out["synonym"]] == [b.text for b in out["proposed-synonym"]]
-    report.note(f"proposed synonym_replace output identical to the shipped one: {same}")
-    fk = out["proposed-knn"]
-    exact = bool(torch.equal(fk.changed, torch.round(0.3 * fk.eligible.double()).long()))
-    report.note(f"proposed knn: exact degree per sentence: {exact}")
+    view = out["knn"]
+    exact = bool(torch.equal(view.changed, torch.round(0.3 * view.eligible.double()).long()))
+    report.note(f"knn: exactly round(0.3 * n) tokens changed in every sentence: {exact}")
+    # what a caller wanting lists pays on top (the trainer gathers batches from the ragged view)
+    t_lists = C.interleaved({"lists": lambda: view.input_ids}, reps=3, warmup=1)
+    report.value("knn_to_lists_s", C.median(t_lists["lists"]),
+                 "s (optional: the view as per-sentence id lists; the trainer never needs them)")
 
     # end to end: augmented token ids for a training set that is already tokenized
     texts_syn = [e.text for e in out["synonym"]]

@@ -86,6 +86,48 @@ def test_replacement_degree_exact(method, task, request, tokenizer, knn):
             assert allowed[new[sel]].all()
 
 
+@pytest.mark.parametrize("method", ["knn", "mask", "random"])
+def test_pooled_view_matches_padded_reference(method, tokenizer, rte, knn, minilm_table):
+    """The ragged pool (flat ids + lengths, chunks of 7 rows) holds exactly what replace_tokens
+    gives on each padded chunk, and gathering a batch from it restores padded rows and token types."""
+    from augpro.augment.pool import PoolView
+    from augpro.augment.replace import TokenReplacement
+
+    ds = encode(Split(rte.train.texts[:40], rte.train.labels[:40]), tokenizer, max_length=96)
+    ids_rows, tt_rows = ds.encodings["input_ids"], ds.encodings["token_type_ids"]
+    aug = TokenReplacement(method, degree=0.3, embedding_table=minilm_table, batch_size=7)
+    view = aug.build_view(PrepareContext(texts=rte.train.texts[:40], input_ids=ids_rows, token_type_ids=tt_rows,
+                                         tokenizer=tokenizer, max_length=96, copies=1,
+                                         generator=torch.Generator().manual_seed(5), show_progress=False), 0)
+    gen = torch.Generator().manual_seed(5)
+    special, allowed = special_ids_tensor(tokenizer), allowed_vocab_mask(tokenizer, 30522)
+    expected_rows, expected_changed = [], []
+    for start in range(0, 40, 7):
+        chunk = ids_rows[start:start + 7]
+        width = max(map(len, chunk))
+        ids = torch.tensor([r + [0] * (width - len(r)) for r in chunk])
+        mask = torch.arange(width)[None] < torch.tensor([len(r) for r in chunk])[:, None]
+        new, sel = replace_tokens(ids, eligible_mask(ids, mask, special), 0.3, method, gen, allowed=allowed,
+                                  neighbours=knn, mask_token_id=tokenizer.mask_token_id)
+        expected_rows += [new[i, :len(r)].tolist() for i, r in enumerate(chunk)]
+        expected_changed += sel.sum(1).tolist()
+    assert view.input_ids == expected_rows
+    assert view.token_type_ids == tt_rows
+    assert view.changed.tolist() == expected_changed
+    assert view.eligible.tolist() == [sum(t not in special.tolist() for t in r) for r in ids_rows]
+    idx = torch.tensor([5, 0, 39, 12])
+    got = view.gather(idx, pad=tokenizer.pad_token_id)
+    width = max(len(ids_rows[i]) for i in idx.tolist())
+    for j, i in enumerate(idx.tolist()):
+        n = len(ids_rows[i])
+        assert got["input_ids"][j, :n].tolist() == expected_rows[i]
+        assert (got["input_ids"][j, n:] == tokenizer.pad_token_id).all()
+        assert got["attention_mask"][j].tolist() == [1] * n + [0] * (width - n)
+        assert got["token_type_ids"][j, :n].tolist() == tt_rows[i]
+    round_trip = PoolView.from_lists(view.input_ids, view.token_type_ids, view.changed, view.eligible)
+    assert torch.equal(round_trip.ids, view.ids) and torch.equal(round_trip.type_ids, view.type_ids)
+
+
 @pytest.mark.parametrize("method", ["augpro-mix", "augpro-fgsm"])
 @pytest.mark.parametrize("task", ["sst2", "rte"])
 def test_augpro_degree_exact(method, task, request, tokenizer):

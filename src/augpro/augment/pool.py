@@ -3,42 +3,109 @@
 Augmenters that need no live model subclass :class:`PooledAugmenter` and implement
 :meth:`PooledAugmenter.build_view`. The teacher's logits on each view are computed once
 (and cached on disk by the trainer's ``label_pool``), so KD on a pool costs no teacher forward.
+
+A view stores its token ids *ragged*: one flat id tensor plus per-example offsets and lengths,
+so building a view and gathering a batch from it are tensor operations with no per-example
+Python (the lists-of-lists form is available, built lazily, for the code that wants it).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
 import torch
 
 from augpro.augment.base import AugmentContext, AugmentedBatch, Augmenter, Batch, PrepareContext
 
 
+def flatten(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ragged rows to ``(flat ids [N], lengths [B])`` with no per-row Python."""
+    lengths = torch.from_numpy(np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)))
+    total = int(lengths.sum())
+    flat = torch.from_numpy(np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total))
+    return flat, lengths
+
+
+def offsets_of(lengths: torch.Tensor) -> torch.Tensor:
+    """Start of every row in the flat tensor."""
+    return torch.cumsum(lengths, 0) - lengths
+
+
+def gather_padded(flat: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor, idx: torch.Tensor,
+                  pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``idx`` of a ragged tensor, right-padded: ``(ids [b, L], mask [b, L])``."""
+    lens = lengths[idx]
+    width = int(lens.max()) if len(idx) else 0
+    cols = torch.arange(width)
+    mask = cols[None] < lens[:, None]
+    pos = (offsets[idx][:, None] + cols[None]).clamp(max=max(0, len(flat) - 1))
+    ids = flat[pos] if len(flat) else torch.zeros(len(idx), width, dtype=flat.dtype)
+    return ids.masked_fill(~mask, pad), mask
+
+
 @dataclass
 class PoolView:
-    """One augmented copy of the whole training set.
+    """One augmented copy of the whole training set, ragged.
 
-    ``input_ids``/``token_type_ids`` are unpadded lists aligned with the training set;
-    ``changed``/``eligible`` count positions (or words) per example.
+    ``ids``/``type_ids`` are flat tensors of every example's tokens end to end (``type_ids`` is
+    ``None`` for tokenizers without token types); ``lengths`` gives each example's length, in
+    training-set order. ``changed``/``eligible`` count positions (or words) per example.
     """
 
-    input_ids: list[list[int]]
-    token_type_ids: list[list[int]] | None
+    ids: torch.Tensor
+    lengths: torch.Tensor
+    type_ids: torch.Tensor | None
     changed: torch.Tensor
     eligible: torch.Tensor
     texts: list[tuple[str, ...]] | None = None
     teacher_logits: torch.Tensor | None = None
 
+    @classmethod
+    def from_lists(cls, input_ids: list[list[int]], token_type_ids: list[list[int]] | None,
+                   changed: torch.Tensor, eligible: torch.Tensor,
+                   texts: list[tuple[str, ...]] | None = None) -> "PoolView":
+        """A view from unpadded per-example lists (as a tokenizer returns them)."""
+        ids, lengths = flatten(input_ids)
+        type_ids = None if token_type_ids is None else flatten(token_type_ids)[0]
+        return cls(ids, lengths, type_ids, changed, eligible, texts)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @cached_property
+    def offsets(self) -> torch.Tensor:
+        return offsets_of(self.lengths)
+
+    def _split(self, flat: torch.Tensor) -> list[list[int]]:
+        values = flat.tolist()
+        return [values[o:o + n] for o, n in zip(self.offsets.tolist(), self.lengths.tolist())]
+
+    @property
+    def input_ids(self) -> list[list[int]]:
+        """Per-example token ids as lists (built on each access; prefer :meth:`gather`)."""
+        return self._split(self.ids)
+
+    @property
+    def token_type_ids(self) -> list[list[int]] | None:
+        return None if self.type_ids is None else self._split(self.type_ids)
+
+    def gather(self, idx: torch.Tensor, pad: int) -> Batch:
+        """Model inputs for examples ``idx``: padded ids, attention mask and token types."""
+        ids, mask = gather_padded(self.ids, self.offsets, self.lengths, idx, pad)
+        out: Batch = {"input_ids": ids, "attention_mask": mask.long()}
+        if self.type_ids is not None:
+            out["token_type_ids"] = gather_padded(self.type_ids, self.offsets, self.lengths, idx, 0)[0]
+        return out
+
     def encodings(self) -> dict[str, list]:
-        enc = {"input_ids": self.input_ids, "attention_mask": [[1] * len(x) for x in self.input_ids]}
-        if self.token_type_ids is not None:
+        enc = {"input_ids": self.input_ids}
+        enc["attention_mask"] = [[1] * len(x) for x in enc["input_ids"]]
+        if self.type_ids is not None:
             enc["token_type_ids"] = self.token_type_ids
         return enc
-
-
-def pad_rows(rows: list[list[int]], pad: int) -> torch.Tensor:
-    length = max(len(r) for r in rows)
-    return torch.tensor([r + [pad] * (length - len(r)) for r in rows], dtype=torch.long)
 
 
 class PooledAugmenter(Augmenter):
@@ -67,15 +134,10 @@ class PooledAugmenter(Augmenter):
     def augment(self, batch: Batch, ctx: AugmentContext, generator: torch.Generator,
                 copy: int = 0) -> AugmentedBatch:
         view = self.pool[copy % len(self.pool)]
-        idx = batch["idx"].tolist()
+        idx = batch["idx"].cpu()
         device = batch["input_ids"].device
-        ids = pad_rows([view.input_ids[i] for i in idx], self.pad_token_id).to(device)
-        inputs: Batch = {"input_ids": ids, "attention_mask": (ids != self.pad_token_id).long()}
-        # Rows are unpadded lists, so the mask is exactly "position < length".
-        lengths = torch.tensor([len(view.input_ids[i]) for i in idx], device=device)
-        inputs["attention_mask"] = (torch.arange(ids.shape[1], device=device)[None] < lengths[:, None]).long()
-        if view.token_type_ids is not None and "token_type_ids" in batch:
-            inputs["token_type_ids"] = pad_rows([view.token_type_ids[i] for i in idx], 0).to(device)
+        inputs = {k: v.to(device) for k, v in view.gather(idx, self.pad_token_id).items()
+                  if k != "token_type_ids" or "token_type_ids" in batch}
         logits = view.teacher_logits[idx].to(device) if view.teacher_logits is not None else None
         return AugmentedBatch(
             student_inputs=inputs,

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from augpro.augment.base import eligible_mask, pick_exact, PrepareContext
-from augpro.augment.pool import PooledAugmenter, PoolView, pad_rows
+from augpro.augment.base import pick_exact, PrepareContext
+from augpro.augment.pool import PooledAugmenter, PoolView, flatten, offsets_of
 from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
 from augpro.cache import cached_tensor, fingerprint
 
@@ -112,27 +112,58 @@ class TokenReplacement(PooledAugmenter):
         self.embedding_table = embedding_table
         self.batch_size = batch_size
 
+    def _tables(self, tok) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(allowed [V], is_special [V], neighbours [V, k] or None)`` for ``tok``, built once
+        per tokenizer (a pool of ``copies`` views asks ``copies`` times)."""
+        key = (id(tok), len(tok))
+        if getattr(self, "_tables_key", None) != key:
+            allowed = allowed_vocab_mask(tok, None if self.embedding_table is None else self.embedding_table.shape[0])
+            special = special_ids_tensor(tok)
+            size = max(len(allowed), int(special.max()) + 1 if len(special) else 0, len(tok))
+            is_special = torch.zeros(size, dtype=torch.bool)
+            is_special[special] = True
+            neighbours = None
+            if self.method == "knn":
+                if self.embedding_table is None:
+                    raise ValueError("knn replacement needs the teacher's embedding table")
+                neighbours = cached_knn_table(self.embedding_table, allowed, self.knn_k)
+            self._tables_cache = (allowed, is_special, neighbours)
+            self._tables_key = key
+        return self._tables_cache
+
     def build_view(self, ctx: PrepareContext, copy: int) -> PoolView:
+        """One replaced copy of the training set, ragged, with no per-example Python.
+
+        Rows are processed in chunks of ``batch_size`` padded to the chunk's longest row, so the
+        random draws (and hence the output) depend only on the seed and ``batch_size``.
+        """
         tok = ctx.tokenizer
-        allowed = allowed_vocab_mask(tok, None if self.embedding_table is None else self.embedding_table.shape[0])
-        special = special_ids_tensor(tok)
-        neighbours = None
-        if self.method == "knn":
-            if self.embedding_table is None:
-                raise ValueError("knn replacement needs the teacher's embedding table")
-            neighbours = cached_knn_table(self.embedding_table, allowed, self.knn_k)
-        new_rows: list[list[int]] = []
-        changed, eligible_n = [], []
-        rows = ctx.input_ids
-        for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
-            ids = pad_rows(chunk, tok.pad_token_id or 0)
-            lengths = torch.tensor([len(r) for r in chunk])
-            attn = torch.arange(ids.shape[1])[None] < lengths[:, None]
-            elig = eligible_mask(ids, attn.long(), special)
+        allowed, is_special, neighbours = self._tables(tok)
+        flat, lengths = flatten(ctx.input_ids)
+        if len(flat) and int(flat.max()) >= len(is_special):
+            raise ValueError(f"token id {int(flat.max())} is outside the vocabulary ({len(is_special)} ids)")
+        offsets = offsets_of(lengths)
+        eligible = ~is_special[flat]
+        new_flat = flat.clone()
+        selected = torch.zeros(len(flat), dtype=torch.bool)
+        pad = tok.pad_token_id or 0
+        for start in range(0, len(lengths), self.batch_size):
+            idx = torch.arange(start, min(len(lengths), start + self.batch_size))
+            lo = int(offsets[idx[0]])
+            hi = lo + int(lengths[idx].sum())
+            # the chunk's rows are contiguous in the flat tensor, in row-major order
+            lens = lengths[idx]
+            mask = torch.arange(int(lens.max()))[None] < lens[:, None]
+            ids = torch.full(mask.shape, pad, dtype=flat.dtype)
+            ids[mask] = flat[lo:hi]
+            elig = torch.zeros_like(mask)
+            elig[mask] = eligible[lo:hi]
             new, sel = replace_tokens(ids, elig, self.degree, self.method, ctx.generator, allowed=allowed,
                                       neighbours=neighbours, mask_token_id=tok.mask_token_id)
-            new_rows.extend(new[i, : lengths[i]].tolist() for i in range(len(chunk)))
-            changed.append(sel.sum(1))
-            eligible_n.append(elig.sum(1))
-        return PoolView(new_rows, ctx.token_type_ids, torch.cat(changed), torch.cat(eligible_n))
+            new_flat[lo:hi] = new[mask]
+            selected[lo:hi] = sel[mask]
+        row_of = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        changed = torch.zeros(len(lengths), dtype=torch.long).index_add_(0, row_of, selected.long())
+        eligible_n = torch.zeros(len(lengths), dtype=torch.long).index_add_(0, row_of, eligible.long())
+        type_ids = None if ctx.token_type_ids is None else flatten(ctx.token_type_ids)[0]
+        return PoolView(new_flat, lengths, type_ids, changed, eligible_n)

@@ -67,8 +67,21 @@ def _check_degree(degree: float) -> None:
         raise ValueError(f"degree must be in [0, 1], got {degree}")
 
 
+#: word -> its WordNet synonyms, ``()`` for non-alphabetic words: one dict lookup per word on the
+#: hot path (the vocabulary of a training set is small; WordNet is fixed for the process)
+_WORD_SYNONYMS: dict[str, tuple[str, ...]] = {}
+
+
+def _synonyms_of(word: str) -> tuple[str, ...]:
+    """Synonyms a word may be replaced by (none unless it is alphabetic), memoised per word."""
+    syn = _WORD_SYNONYMS.get(word)
+    if syn is None:
+        syn = _WORD_SYNONYMS[word] = synonyms(word) if word.isalpha() else ()
+    return syn
+
+
 def _has_synonyms(word: str) -> bool:
-    return word.isalpha() and bool(synonyms(word))
+    return bool(_synonyms_of(word))
 
 
 def _match_case(original: str, replacement: str) -> str:
@@ -106,11 +119,12 @@ def synonym_replace(text: str, degree: float, rng: random.Random) -> TextEdit:
     target = round(degree * len(words))
     if target == 0:
         return TextEdit(text, 0, len(words), 0)
-    candidates = [i for i, w in enumerate(words) if _has_synonyms(w)]
+    lookup = _synonyms_of
+    candidates = [i for i, w in enumerate(words) if lookup(w)]
     k = min(target, len(candidates))
     new = list(words)
     for i in rng.sample(candidates, k):
-        new[i] = _match_case(words[i], rng.choice(synonyms(words[i])))
+        new[i] = _match_case(words[i], rng.choice(lookup(words[i])))
     return TextEdit(" ".join(new) if k else text, k, len(words), target - k)
 
 
@@ -119,7 +133,7 @@ def _eda_synonym(words: list[str], n: int, rng: random.Random) -> tuple[list[str
     k = min(n, len(candidates))
     replaced: dict[int, str] = {}
     for i in rng.sample(candidates, k):
-        replaced[i] = _match_case(words[i], rng.choice(synonyms(words[i])))
+        replaced[i] = _match_case(words[i], rng.choice(_synonyms_of(words[i])))
     new: list[str] = []
     for i, w in enumerate(words):
         new.extend(replaced[i].split() if i in replaced else [w])
@@ -136,7 +150,7 @@ def _eda_insert(words: list[str], n: int, rng: random.Random) -> tuple[list[str]
             shortfall += 1
             continue
         source = rng.choice(candidates)
-        added = rng.choice(synonyms(new[source])).split()
+        added = rng.choice(_synonyms_of(new[source])).split()
         pos = rng.randint(0, len(new))
         new[pos:pos] = added
         has_syn[pos:pos] = [_has_synonyms(w) for w in added]
@@ -236,11 +250,11 @@ class _TextAugmenter(PooledAugmenter):
             )
         if not texts:
             empty = torch.zeros(0, dtype=torch.long)
-            return PoolView([], None if ctx.token_type_ids is None else [], empty, empty.clone(), texts=[])
+            return PoolView.from_lists([], None if ctx.token_type_ids is None else [], empty, empty.clone(), texts=[])
         columns = [list(c) for c in zip(*texts)]
         enc = ctx.tokenizer(*columns, truncation=True, max_length=ctx.max_length)
         token_type_ids = [list(x) for x in enc["token_type_ids"]] if "token_type_ids" in enc else None
-        return PoolView(
+        return PoolView.from_lists(
             [list(x) for x in enc["input_ids"]],
             token_type_ids,
             torch.tensor(changed, dtype=torch.long),
