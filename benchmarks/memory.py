@@ -39,7 +39,7 @@ def probe(method: str, rows: int, steps: int, batch: int, tiny: bool) -> dict:
     if method.endswith("+concat"):  # the proposed one-forward trainer (benchmarks.step_overhead)
         from benchmarks.step_overhead import proposed_classes
 
-        method, trainer_cls = method[: -len("+concat")], proposed_classes()[3]
+        method, trainer_cls = method[: -len("+concat")], proposed_classes()[2]
     aug = build_augmenter(method, embedding_table=teacher.get_input_embeddings().weight.detach())
     trainer = C.make_trainer(student, teacher, ds, aug, batch, trainer_cls=trainer_cls)
     trainer.args.max_steps = steps

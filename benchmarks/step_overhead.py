@@ -12,10 +12,11 @@ MixKD processes the same original + augmented examples as AugPro-Mix (the mix fe
 projection's cost. ``knn`` reads its augmented view (and the teacher's logits on it) from the
 offline pool, so it runs no teacher forward at all.
 
-Besides the shipped augmenters, the figure times two *proposed* variants that live only here
-(see ``docs/performance.md``): AugPro-FGSM taking its gradient from the original forward
-(``proposed_fgsm_reuse_vs_mixkd``) and AugPro-Mix with the certified pruned projection
-(``proposed_mix_pruned_vs_mixkd``).
+AugPro-Mix projects in the frozen teacher table with the certified pruned search
+(``Projector.project_mix``: exact, no ``[n, V]`` GEMM). Besides the shipped augmenters, ``--full``
+times two *proposed* variants that live only here (see ``docs/performance.md``): AugPro-FGSM
+taking its gradient from the original forward (``proposed_fgsm_reuse_vs_mixkd``) and AugPro-Mix
+with one student forward over original + augmented (``proposed_mix_concat_vs_mixkd``).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ SIZES = {
 # ------------------------------------------------------------------------- proposed variants
 def proposed_classes():
     """Benchmark-local prototypes of the changes recommended in docs/performance.md."""
-    from augpro.augment.augpro import AugProFGSM, AugProMix
+    from augpro.augment.augpro import AugProFGSM
+    from augpro.augment.project import column_std
     from augpro.augment.base import AugmentContext, eligible_mask
-    from augpro.augment.interpolate import draw_mix_plan, forward_inputs, word_embeddings
+    from augpro.augment.interpolate import forward_inputs, word_embeddings
     from augpro.distill import DistillTrainer, model_inputs
     from augpro.losses import kd_loss, label_loss
 
@@ -96,8 +98,7 @@ def proposed_classes():
             return loss + self.aug_weight * kd_loss(t_aug, s_aug, self.temperature, self.regression)
 
     class FGSMReuse(AugProFGSM):
-        """AugPro-FGSM whose gradient comes from the trainer's original forward, and whose table
-        std comes from the projector's refresh (one pass over the table instead of two)."""
+        """AugPro-FGSM whose gradient comes from the trainer's original forward."""
 
         reuses_forward = True
 
@@ -106,30 +107,13 @@ def proposed_classes():
             ids = batch["input_ids"]
             table = word_embeddings(ctx.student).detach()
             eligible = eligible_mask(ids, batch["attention_mask"], ctx.special_ids)
-            proj = self._projector(ctx.student, ctx, frozen=False)  # refreshed: norms and std in one pass
-            std = proj.column_std
+            proj = self._projector(ctx.student, ctx, frozen=False)
+            std = column_std(table)
             e_adv = table[ids] + (self.eps * std * grad.sign()) * eligible.unsqueeze(-1)
             new_ids = self._project(e_adv, ids, eligible, eligible, grad.norm(dim=-1), proj, generator)
             return self._finish(batch, new_ids, eligible)
 
-    class MixPruned(AugProMix):
-        """AugPro-Mix using :meth:`Projector.project_mix` (certified pruned search; exact)."""
-
-        @torch.no_grad()
-        def augment(self, batch, ctx, generator, copy=0):
-            if self.degree is not None:
-                return super().augment(batch, ctx, generator, copy)
-            ids = batch["input_ids"]
-            plan = draw_mix_plan(batch, ctx.special_ids, generator, self.alpha, self.granularity)
-            model, frozen = self._table_model(ctx)
-            proj = self._projector(model, ctx, frozen)
-            new_ids = ids.clone()
-            sel = plan.mixed
-            if sel.any():
-                new_ids[sel] = proj.project_mix(ids[sel], plan.partner_ids(ids)[sel], plan.lam[sel])
-            return self._finish(batch, new_ids, plan.eligible, {"lam": float(plan.sequence_lam().mean())})
-
-    return ReuseTrainer, FGSMReuse, MixPruned, ConcatTrainer
+    return ReuseTrainer, FGSMReuse, ConcatTrainer
 
 
 # ------------------------------------------------------------------------------------ figure
@@ -158,10 +142,9 @@ def run(report: C.Report, mode: str = "quick") -> None:
     trainers = {name: C.make_trainer(student, teacher, ds, aug, batch_size=cfg["batch"])
                 for name, aug in augmenters.items()}
     if cfg["proposed"]:
-        ReuseTrainer, FGSMReuse, MixPruned, ConcatTrainer = proposed_classes()
+        ReuseTrainer, FGSMReuse, ConcatTrainer = proposed_classes()
         trainers["proposed-fgsm-reuse"] = C.make_trainer(student, teacher, ds, FGSMReuse(), cfg["batch"],
                                                          trainer_cls=ReuseTrainer)
-        trainers["proposed-mix-pruned"] = C.make_trainer(student, teacher, ds, MixPruned(), cfg["batch"])
         trainers["proposed-mix-concat"] = C.make_trainer(student, teacher, ds, AugProMix(), cfg["batch"],
                                                          trainer_cls=ConcatTrainer)
 
@@ -200,7 +183,6 @@ def run(report: C.Report, mode: str = "quick") -> None:
 
     rows = [("augpro_mix_vs_mixkd", "augpro-mix"), ("augpro_fgsm_vs_mixkd", "augpro-fgsm"), ("knn_vs_mixkd", "knn"),
             ("kd_vs_mixkd", "kd"), ("proposed_fgsm_reuse_vs_mixkd", "proposed-fgsm-reuse"),
-            ("proposed_mix_pruned_vs_mixkd", "proposed-mix-pruned"),
             ("proposed_mix_concat_vs_mixkd", "proposed-mix-concat")]
     for key, name in rows:
         if name in med:

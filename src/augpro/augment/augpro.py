@@ -16,7 +16,7 @@ import torch
 
 from augpro.augment.base import AugmentContext, AugmentedBatch, Augmenter, Batch, pick_exact
 from augpro.augment.interpolate import GRANULARITIES, MixPlan, draw_mix_plan, fgsm_step, forward_inputs, word_embeddings
-from augpro.augment.project import Projector
+from augpro.augment.project import Projector, column_std
 
 PROJECTION_TABLES = ("teacher", "student")
 
@@ -57,6 +57,13 @@ class _ProjectingAugmenter(Augmenter):
             extra=extra or {},
         )
 
+    def _select(self, priority: torch.Tensor, eligible: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The ``round(degree * n_eligible)`` positions of each row with the highest priority."""
+        # Random jitter far below any real difference breaks ties reproducibly.
+        jitter = torch.rand(priority.shape, generator=generator).to(priority.device) * 1e-6
+        selected, _ = pick_exact(priority.float() + jitter, eligible, self.degree)
+        return selected
+
     def _project(self, emb: torch.Tensor, ids: torch.Tensor, candidates: torch.Tensor,
                  eligible: torch.Tensor, priority: torch.Tensor, proj: Projector,
                  generator: torch.Generator) -> torch.Tensor:
@@ -66,9 +73,7 @@ class _ProjectingAugmenter(Augmenter):
             if candidates.any():
                 new_ids[candidates] = proj.project_positions(emb, candidates)
             return new_ids
-        # Random jitter far below any real difference breaks ties reproducibly.
-        jitter = torch.rand(priority.shape, generator=generator).to(priority.device) * 1e-6
-        selected, _ = pick_exact(priority.float() + jitter, eligible, self.degree)
+        selected = self._select(priority, eligible, generator)
         if selected.any():
             new_ids[selected] = proj.project_positions(emb, selected, exclude=ids)
         return new_ids
@@ -107,6 +112,25 @@ class AugProMix(_ProjectingAugmenter):
         model, frozen = self._table_model(ctx)
         proj = self._projector(model, ctx, frozen)
         table = word_embeddings(model).detach()
+        extra = {"lam": float(plan.sequence_lam().mean())}
+        if frozen:
+            # A frozen table (the teacher's) allows the certified pruned search: the nearest
+            # token to a mix of two tokens from their precomputed neighbour lists, exact, with
+            # no [n, V] GEMM (Projector.project_mix; the neighbour table is built once, cached).
+            new_ids = ids.clone()
+            partner = plan.partner_ids(ids)
+            if self.degree is None:
+                sel = plan.mixed
+                if sel.any():
+                    new_ids[sel] = proj.project_mix(ids[sel], partner[sel], plan.lam[sel])
+            else:
+                priority = (table[partner] - table[ids]).float().norm(dim=-1) * plan.mixed
+                sel = self._select(priority, plan.eligible, generator)
+                # the partner-dominated side of the mix (see below); lam = 1 where unmixed
+                lam = torch.where(plan.mixed, torch.minimum(plan.lam, 1 - plan.lam), torch.ones_like(plan.lam))
+                if sel.any():
+                    new_ids[sel] = proj.project_mix(ids[sel], partner[sel], lam[sel], exclude=ids[sel])
+            return self._finish(batch, new_ids, plan.eligible, extra)
         own = table[ids]
         mixed = plan.mix(own)
         priority = (mixed - own).float().norm(dim=-1)
@@ -119,7 +143,7 @@ class AugProMix(_ProjectingAugmenter):
             mixed = flipped.mix(own)
             priority = (table[plan.partner_ids(ids)] - own).float().norm(dim=-1) * plan.mixed
         new_ids = self._project(mixed, ids, plan.mixed, plan.eligible, priority, proj, generator)
-        return self._finish(batch, new_ids, plan.eligible, {"lam": float(plan.sequence_lam().mean())})
+        return self._finish(batch, new_ids, plan.eligible, extra)
 
 
 class AugProFGSM(_ProjectingAugmenter):
@@ -157,7 +181,7 @@ class AugProFGSM(_ProjectingAugmenter):
                 if s_table.shape[1] != t_table.shape[1]:
                     raise ValueError("projection_table=teacher needs equal embedding sizes")
                 sign = torch.sign(e_adv - s_table[ids])
-                e_adv = t_table[ids] + self.eps * t_table.float().std(0) * sign
+                e_adv = t_table[ids] + self.eps * column_std(t_table) * sign
             proj = self._projector(model, ctx, frozen)
             new_ids = self._project(e_adv, ids, eligible, eligible, grad_norm, proj, generator)
         return self._finish(batch, new_ids, eligible)

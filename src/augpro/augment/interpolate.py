@@ -13,6 +13,7 @@ import torch
 
 from augpro.augment.base import AugmentContext, AugmentedBatch, Augmenter, Batch, eligible_mask, numpy_rng
 from augpro.losses import kd_loss, label_loss
+from augpro.augment.project import column_std
 
 GRANULARITIES = ("sequence", "token")
 
@@ -181,7 +182,7 @@ def fgsm_step(batch: Batch, ctx: AugmentContext, eps: float) -> tuple[torch.Tens
         else:
             loss = label_loss(logits, batch["labels"], ctx.regression)
         (grad,) = torch.autograd.grad(loss, e)
-    std = table.detach().float().std(dim=0)
+    std = column_std(table.detach())
     step = eps * std * grad.sign()
     e_adv = (e.detach() + step * eligible.unsqueeze(-1)).detach()
     return e_adv, grad.norm(dim=-1), eligible

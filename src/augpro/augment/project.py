@@ -65,6 +65,23 @@ def allowed_vocab_mask(tokenizer, vocab_size: int | None = None) -> torch.Tensor
     return mask
 
 
+@torch.no_grad()
+def column_std(table: torch.Tensor, block: int = _REFRESH_BLOCK) -> torch.Tensor:
+    """Per-dimension standard deviation of ``table`` ``[V, d]`` (unbiased, float32 result).
+
+    Row blocks accumulated in float64: one contiguous pass, ~8x faster on CPU than
+    ``table.std(dim=0)`` (a strided column reduction) and no fp32 copy of the whole table.
+    """
+    V, d = table.shape
+    col_sum = torch.zeros(d, dtype=torch.float64, device=table.device)
+    col_sq = torch.zeros(d, dtype=torch.float64, device=table.device)
+    for s in range(0, V, block):
+        blk = table[s:s + block].float()
+        col_sum += blk.sum(0, dtype=torch.float64)
+        col_sq += (blk * blk).sum(0, dtype=torch.float64)
+    return ((col_sq - col_sum * col_sum / V) / max(1, V - 1)).clamp(min=0).sqrt().float()
+
+
 def special_ids_tensor(tokenizer) -> torch.Tensor:
     """Ids augmenters must never change: the tokenizer's special tokens."""
     return torch.tensor(sorted({i for i in tokenizer.all_special_ids if i is not None}), dtype=torch.long)
@@ -155,16 +172,12 @@ class Projector:
         elif getattr(self, "_t16", None) is None or self._t16.shape != (V, d + 4) or self._t16.device != dev:
             self._t16 = torch.empty(V, d + 4, dtype=torch.bfloat16, device=dev)
         norms = torch.empty(V, dtype=torch.float32, device=dev)
-        col_sum = torch.zeros(d, dtype=torch.float64, device=dev)
-        col_sq = torch.zeros(d, dtype=torch.float64, device=dev)
         res_max = 0.0
         for s in range(0, V, _REFRESH_BLOCK):
             blk = table[s:s + _REFRESH_BLOCK].float()
             sq = blk * blk
             nb = norms[s:s + _REFRESH_BLOCK]
             torch.sum(sq, dim=1, out=nb)
-            col_sum += blk.sum(0, dtype=torch.float64)
-            col_sq += sq.sum(0, dtype=torch.float64)
             if use16:
                 # operand row: [E_w, ||E_w||^2 (hi), ||E_w||^2 (lo), 1, 1]
                 rows = self._t16[s:s + _REFRESH_BLOCK]
@@ -174,8 +187,6 @@ class Projector:
                 if bool(ok.any()):
                     res_max = max(res_max, float(res[ok].max()))
         self._norms = norms
-        #: per-dimension standard deviation of the table (all rows, unbiased), from the same pass
-        self.column_std = ((col_sq - col_sum * col_sum / V) / max(1, V - 1)).clamp(min=0).sqrt().float()
         self._bias = norms.masked_fill(~self.allowed, float("inf"))
         A = len(self._allowed_ids)
         allowed_norms = norms[self._allowed_ids]
