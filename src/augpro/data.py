@@ -406,6 +406,14 @@ class EncodedDataset(torch.utils.data.Dataset):
             item[k] = v[i]
         return item
 
+    def add_encodings(self, prefix: str, encodings: dict[str, list]) -> None:
+        """Add a second tokenization of the same examples under ``prefix`` + key (the teacher's
+        own ``input_ids`` etc. when teacher and student tokenize differently)."""
+        for key, rows in encodings.items():
+            if len(rows) != len(self):
+                raise ValueError(f"{prefix}{key}: {len(rows)} rows for {len(self)} examples")
+            self.encodings[prefix + key] = rows
+
     def attach(self, name: str, values: torch.Tensor) -> None:
         """Attach a per-example tensor (e.g. cached teacher logits) returned with every item."""
         if len(values) != len(self):
@@ -421,14 +429,28 @@ def encode(split: Split, tokenizer, max_length: int = 128) -> EncodedDataset:
     return EncodedDataset(keep, split.labels)
 
 
-def pad_batch(features: list[dict[str, Any]], pad_token_id: int = 0, regression: bool = False) -> dict[str, torch.Tensor]:
-    """Collate tokenized items into a batch padded to its own longest sequence."""
-    length = max(len(f["input_ids"]) for f in features)
+#: prefix of a second tokenization's columns (see :meth:`EncodedDataset.add_encodings`)
+TEACHER_PREFIX = "teacher_"
+
+
+def pad_batch(features: list[dict[str, Any]], pad_token_id: int = 0, regression: bool = False,
+              teacher_pad_token_id: int | None = None) -> dict[str, torch.Tensor]:
+    """Collate tokenized items into a batch padded to its own longest sequence.
+
+    A second tokenization (``teacher_input_ids`` ...) is padded to its own longest sequence with
+    ``teacher_pad_token_id`` (default: ``pad_token_id``).
+    """
     batch: dict[str, torch.Tensor] = {}
-    for key, pad in (("input_ids", pad_token_id), ("attention_mask", 0), ("token_type_ids", 0)):
-        if key in features[0]:
-            batch[key] = torch.tensor([list(f[key]) + [pad] * (length - len(f[key])) for f in features],
-                                      dtype=torch.long)
+    t_pad = pad_token_id if teacher_pad_token_id is None else teacher_pad_token_id
+    for prefix, pad_id in (("", pad_token_id), (TEACHER_PREFIX, t_pad)):
+        if prefix + "input_ids" not in features[0]:
+            continue
+        length = max(len(f[prefix + "input_ids"]) for f in features)
+        for key, pad in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
+            key = prefix + key
+            if key in features[0]:
+                batch[key] = torch.tensor([list(f[key]) + [pad] * (length - len(f[key])) for f in features],
+                                          dtype=torch.long)
     labels = [f["labels"] for f in features]
     batch["labels"] = torch.tensor(labels, dtype=torch.float if regression else torch.long)
     if "idx" in features[0]:
@@ -442,9 +464,10 @@ def pad_batch(features: list[dict[str, Any]], pad_token_id: int = 0, regression:
 class Collator:
     """Picklable collate function (dataloader workers, accelerate) around :func:`pad_batch`."""
 
-    def __init__(self, pad_token_id: int, regression: bool):
+    def __init__(self, pad_token_id: int, regression: bool, teacher_pad_token_id: int | None = None):
         self.pad_token_id = pad_token_id
         self.regression = regression
+        self.teacher_pad_token_id = teacher_pad_token_id
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return pad_batch(features, self.pad_token_id, self.regression)
+        return pad_batch(features, self.pad_token_id, self.regression, self.teacher_pad_token_id)

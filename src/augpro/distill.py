@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from augpro.augment.base import AugmentContext, Augmenter
+from augpro.augment.base import AugmentContext, Augmenter, teacher_view
 from augpro.losses import kd_loss, label_loss
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -69,12 +69,14 @@ class DistillTrainer(Trainer):
         regression: the task is regression.
         special_ids, allowed: token sets for augmenters.
         aug_seed: base seed of the per-step augmentation generators.
+        retokenize: a :class:`~augpro.retokenize.Retokenizer` when teacher and student tokenize
+            differently (batches then carry the teacher's own ``teacher_input_ids`` ...).
     """
 
     def __init__(self, *args: Any, mode: str, teacher: nn.Module | None = None, augmenter: Augmenter | None = None,
                  copies: int = 1, temperature: float = 1.0, kd_weight: float = 1.0, ce_weight: float = 0.0,
                  aug_weight: float = 1.0, regression: bool = False, special_ids: torch.Tensor | None = None,
-                 allowed: torch.Tensor | None = None, aug_seed: int = 0, **kwargs: Any):
+                 allowed: torch.Tensor | None = None, aug_seed: int = 0, retokenize: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.mode = mode
         self.teacher = teacher
@@ -92,6 +94,7 @@ class DistillTrainer(Trainer):
         self.special_ids = special_ids if special_ids is not None else torch.zeros(0, dtype=torch.long)
         self.allowed = allowed
         self.aug_seed = aug_seed
+        self.retokenize = retokenize
         self._window: dict[str, list[float]] = defaultdict(list)
         self.totals: dict[str, float] = defaultdict(float)
 
@@ -105,7 +108,7 @@ class DistillTrainer(Trainer):
     def _teacher_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "teacher_logits" in batch:
             return batch["teacher_logits"].float()
-        return self.teacher(**model_inputs(batch)).logits.float()
+        return self.teacher(**(teacher_view(batch) or model_inputs(batch))).logits.float()
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None):
@@ -132,6 +135,8 @@ class DistillTrainer(Trainer):
                 teacher_logits=(lambda _b, _t=t: _t),
                 special_ids=self.special_ids.to(s.device),
                 allowed=self.allowed,
+                teacher_batch=teacher_view(inputs),
+                retokenize=self.retokenize,
             )
             for copy in range(self.copies):
                 aug = self.augmenter.augment(inputs, ctx, self._generator(copy), copy)

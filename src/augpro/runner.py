@@ -28,12 +28,13 @@ from augpro.augment.base import PrepareContext
 from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
 from augpro.cache import cached_tensor, fingerprint
 from augpro.config import TrainConfig, validate
-from augpro.data import Collator, EncodedDataset, TaskData, encode, load_task_data, subset
+from augpro.data import TEACHER_PREFIX, Collator, EncodedDataset, TaskData, encode, load_task_data, subset
 from augpro.distill import DistillTrainer, last_complete_checkpoint, model_inputs
 from augpro.errors import UserError
 from augpro.metrics import compute_metrics
 from augpro.models import (count_parameters, load_classifier, load_tokenizer, make_layer_subset_student,
                            model_fingerprint, same_tokenizer, save_model, set_threads)
+from augpro.retokenize import Retokenizer
 from augpro.tasks import get_task
 
 log = logging.getLogger("augpro")
@@ -121,6 +122,24 @@ def check_max_length(max_length: int, tokenizer, *models: torch.nn.Module | None
                         f"use --max-length {min(limits)} or less (longer texts are truncated)")
 
 
+#: methods that feed virtual embeddings or student-space perturbations to both models: they need
+#: the teacher and the student to read the same token positions
+SHARED_TOKENIZER_METHODS = ("mixkd", "fgsm", "augpro-fgsm")
+
+
+def check_cross_tokenizer(cfg: TrainConfig) -> None:
+    """Settings that cannot work when the teacher and the student tokenize differently."""
+    method = (cfg.augment or "none").strip().lower()
+    if method in SHARED_TOKENIZER_METHODS:
+        raise UserError(f"--augment {method} needs the teacher and the student to share a tokenizer (it feeds "
+                        "both models embeddings of the same token positions); these two tokenize differently. "
+                        "Use augpro-mix, a replacement method (knn/mask/random), synonym, eda or none, which "
+                        "augment in the teacher's vocabulary and re-tokenize the text for the student")
+    if method == "augpro-mix" and cfg.projection_table == "student":
+        raise UserError("--projection-table student needs a shared tokenizer; with different tokenizers AugPro-Mix "
+                        "projects in the teacher's table (the default) and the student re-tokenizes the text")
+
+
 def write_json_atomic(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -164,6 +183,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     # --- data and models (all checks happen before anything is written) ---
     data = load_data(cfg)
     task = data.task
+    retokenize: Retokenizer | None = None
     if cfg.mode == "teacher":
         tokenizer = load_tokenizer(cfg.model, cfg.trust_remote_code)
         model = load_classifier(cfg.model, task, trust_remote_code=cfg.trust_remote_code)
@@ -175,22 +195,33 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
             teacher = load_classifier(cfg.teacher, task, require_head=True, trust_remote_code=cfg.trust_remote_code)
             t_tok = load_tokenizer(cfg.teacher, cfg.trust_remote_code)
             if not same_tokenizer(t_tok, tokenizer):
-                raise UserError("the student's tokenizer differs from the teacher's; cross-tokenizer distillation "
-                                "is not supported yet: use a student from the same model family")
+                check_cross_tokenizer(cfg)
+                check_max_length(cfg.max_length, t_tok, teacher)
+                retokenize = Retokenizer(t_tok, tokenizer, cfg.max_length,
+                                         segments=len(data.train.texts[0]) if len(data.train) else 1)
         model = make_layer_subset_student(load_classifier(cfg.student, task, trust_remote_code=cfg.trust_remote_code),
                                           cfg.student_layers)
-    check_max_length(cfg.max_length, tokenizer, model, teacher)
+    check_max_length(cfg.max_length, tokenizer, model, None if retokenize else teacher)
     train_ds = encode(data.train, tokenizer, cfg.max_length)
     dev_ds = encode(data.dev, tokenizer, cfg.max_length)
     pad_id = tokenizer.pad_token_id or 0
+    # the teacher's tokenization: the student's, or its own beside it when they differ
+    t_tok = retokenize.teacher_tokenizer if retokenize else tokenizer
+    t_pad = t_tok.pad_token_id or 0
+    t_encodings = train_ds.encodings
+    if retokenize:
+        t_encodings = encode(data.train, t_tok, cfg.max_length).encodings
+        train_ds.add_encodings(TEACHER_PREFIX, t_encodings)
 
     teacher_id = None
     if teacher is not None:
         teacher_id = model_fingerprint(cfg.teacher)
-        train_ds.attach("teacher_logits", teacher_logits_cached(teacher, teacher_id, train_ds.encodings, cfg, pad_id))
+        train_ds.attach("teacher_logits", teacher_logits_cached(teacher, teacher_id, t_encodings, cfg, t_pad))
 
-    special = special_ids_tensor(tokenizer)
-    allowed = allowed_vocab_mask(tokenizer, model.get_input_embeddings().weight.shape[0])
+    # augmenters work in the teacher's vocabulary (the shared one, or the teacher's across tokenizers)
+    vocab_model = teacher if retokenize else model
+    special = special_ids_tensor(t_tok)
+    allowed = allowed_vocab_mask(t_tok, vocab_model.get_input_embeddings().weight.shape[0])
     emb_source = teacher if teacher is not None else model
     augmenter = build_augmenter(
         cfg.augment, degree=cfg.degree, embedding_table=emb_source.get_input_embeddings().weight.detach(),
@@ -205,12 +236,12 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         # a short run that sees a fraction of the pool labels only the rows it visits, live.
         visits_all = total_steps * cfg.batch_size >= len(train_ds)
         if teacher is not None and (cfg.pool_labels == "cached" or (cfg.pool_labels == "auto" and visits_all)):
-            label_pool = lambda enc: teacher_logits_cached(teacher, teacher_id, enc, cfg, pad_id)  # noqa: E731
+            label_pool = lambda enc: teacher_logits_cached(teacher, teacher_id, enc, cfg, t_pad)  # noqa: E731
         augmenter.prepare(PrepareContext(
-            texts=data.train.texts, input_ids=train_ds.encodings["input_ids"],
-            token_type_ids=train_ds.encodings.get("token_type_ids"), tokenizer=tokenizer,
+            texts=data.train.texts, input_ids=t_encodings["input_ids"],
+            token_type_ids=t_encodings.get("token_type_ids"), tokenizer=t_tok,
             max_length=cfg.max_length, copies=cfg.copies, generator=gen, label_pool=label_pool,
-            show_progress=cfg.progress))
+            show_progress=cfg.progress, retokenize=retokenize))
 
     # --- training ---
     args = TrainingArguments(
@@ -245,12 +276,12 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     )
     trainer = DistillTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
-        data_collator=Collator(pad_id, task.is_regression),
+        data_collator=Collator(pad_id, task.is_regression, teacher_pad_token_id=t_pad),
         compute_metrics=lambda p: compute_metrics(task, p.predictions, p.label_ids),
         mode=cfg.mode, teacher=teacher, augmenter=augmenter, copies=cfg.copies,
         temperature=cfg.temperature, kd_weight=cfg.kd_weight, ce_weight=cfg.ce_weight,
         aug_weight=cfg.aug_weight, regression=task.is_regression, special_ids=special, allowed=allowed,
-        aug_seed=cfg.seed,
+        aug_seed=cfg.seed, retokenize=retokenize,
     )
     if not cfg.progress:  # --quiet: no per-step log dicts on stdout either
         from transformers.trainer_callback import PrinterCallback
@@ -282,6 +313,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         "augmentation": {**(augmenter.describe() if augmenter else {"method": "none"}),
                          **trainer.augmentation_summary()},
         "teacher": cfg.teacher, "teacher_fingerprint": teacher_id,
+        "cross_tokenizer": retokenize is not None,
         "settings": cfg.to_dict(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "world_size": args.world_size,

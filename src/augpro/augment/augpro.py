@@ -46,11 +46,15 @@ class _ProjectingAugmenter(Augmenter):
         return ctx.student, False
 
     def _finish(self, batch: Batch, new_ids: torch.Tensor, eligible: torch.Tensor,
-                extra: dict[str, float] | None = None) -> AugmentedBatch:
+                extra: dict[str, float] | None = None, ctx: AugmentContext | None = None) -> AugmentedBatch:
         ids = batch["input_ids"]
         inputs = {"input_ids": new_ids, **forward_inputs(batch)}
+        student_inputs = inputs
+        if ctx is not None and ctx.retokenize is not None:
+            # teacher tokens -> text -> the student's tokens (different tokenizers)
+            student_inputs = ctx.retokenize.batch(inputs)
         return AugmentedBatch(
-            student_inputs=inputs,
+            student_inputs=student_inputs,
             teacher_inputs=inputs,
             changed=(new_ids != ids).sum(1),
             eligible=eligible.sum(1),
@@ -107,6 +111,13 @@ class AugProMix(_ProjectingAugmenter):
     @torch.no_grad()
     def augment(self, batch: Batch, ctx: AugmentContext, generator: torch.Generator,
                 copy: int = 0) -> AugmentedBatch:
+        if ctx.teacher_batch is not None:
+            # different tokenizers: mix and project the teacher's tokens in the teacher's table;
+            # _finish re-tokenizes the result for the student
+            if self.projection_table != "teacher" or ctx.teacher is None:
+                raise ValueError("with different teacher and student tokenizers AugPro-Mix projects in the "
+                                 "teacher's table (projection_table='teacher', KD mode)")
+            batch = ctx.teacher_batch
         ids = batch["input_ids"]
         plan = draw_mix_plan(batch, ctx.special_ids, generator, self.alpha, self.granularity)
         model, frozen = self._table_model(ctx)
@@ -130,7 +141,7 @@ class AugProMix(_ProjectingAugmenter):
                 lam = torch.where(plan.mixed, torch.minimum(plan.lam, 1 - plan.lam), torch.ones_like(plan.lam))
                 if sel.any():
                     new_ids[sel] = proj.project_mix(ids[sel], partner[sel], lam[sel], exclude=ids[sel])
-            return self._finish(batch, new_ids, plan.eligible, extra)
+            return self._finish(batch, new_ids, plan.eligible, extra, ctx)
         own = table[ids]
         mixed = plan.mix(own)
         priority = (mixed - own).float().norm(dim=-1)
@@ -143,7 +154,7 @@ class AugProMix(_ProjectingAugmenter):
             mixed = flipped.mix(own)
             priority = (table[plan.partner_ids(ids)] - own).float().norm(dim=-1) * plan.mixed
         new_ids = self._project(mixed, ids, plan.mixed, plan.eligible, priority, proj, generator)
-        return self._finish(batch, new_ids, plan.eligible, extra)
+        return self._finish(batch, new_ids, plan.eligible, extra, ctx)
 
 
 class AugProFGSM(_ProjectingAugmenter):

@@ -19,6 +19,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from augpro.data import TEACHER_PREFIX
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -35,6 +37,11 @@ class AugmentContext:
         teacher_logits: returns the teacher's logits on the *original* batch (cached or live).
         special_ids: token ids never changed ([CLS], [SEP], [PAD], [MASK], [UNK], ...).
         allowed: ``[V]`` bool, tokens an augmenter may produce (no special or unused tokens).
+        teacher_batch: the original batch in the *teacher's* tokenization when teacher and
+            student tokenize differently (``None`` when they share a tokenizer). ``special_ids``
+            and ``allowed`` then describe the teacher's vocabulary.
+        retokenize: with different tokenizers, a :class:`~augpro.retokenize.Retokenizer` whose
+            ``batch()`` turns augmented teacher tokens into the student's inputs (through text).
     """
 
     student: nn.Module
@@ -45,6 +52,8 @@ class AugmentContext:
     teacher_logits: Callable[[Batch], torch.Tensor | None]
     special_ids: torch.Tensor
     allowed: torch.Tensor
+    teacher_batch: Batch | None = None
+    retokenize: Any = None
 
 
 @dataclass
@@ -61,6 +70,9 @@ class PrepareContext:
         generator: seeded generator for the pool.
         label_pool: computes teacher logits for a list of encoded views (``None`` in FT mode);
             augpro caches them on disk keyed by teacher and content.
+        retokenize: with different teacher and student tokenizers, the
+            :class:`~augpro.retokenize.Retokenizer`; ``input_ids``/``tokenizer`` are then the
+            teacher's, and the pool holds the student's re-tokenized views beside them.
     """
 
     texts: list[tuple[str, ...]]
@@ -72,6 +84,7 @@ class PrepareContext:
     generator: torch.Generator
     label_pool: Callable[[dict[str, list]], torch.Tensor] | None = None
     show_progress: bool = True
+    retokenize: Any = None
 
 
 @dataclass
@@ -130,6 +143,15 @@ class Augmenter:
         """The augmenter's settings, for ``metrics.json``."""
         return {"method": self.name, **{k: v for k, v in vars(self).items()
                                         if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}}
+
+
+def teacher_view(batch: Batch) -> Batch | None:
+    """The teacher-tokenized original (``teacher_input_ids`` ... as model inputs), or ``None``
+    when the batch carries only the shared tokenization."""
+    if TEACHER_PREFIX + "input_ids" not in batch:
+        return None
+    return {k: batch[TEACHER_PREFIX + k] for k in ("input_ids", "attention_mask", "token_type_ids")
+            if TEACHER_PREFIX + k in batch}
 
 
 def eligible_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,12 @@ class PoolView:
 
 
 class PooledAugmenter(Augmenter):
-    """An augmenter whose views are precomputed in :meth:`prepare` and gathered per batch."""
+    """An augmenter whose views are precomputed in :meth:`prepare` and gathered per batch.
+
+    With different teacher and student tokenizers (``ctx.retokenize``) each view is built in the
+    teacher's tokenization (teacher logits are computed on it) and re-tokenized once for the
+    student: from the augmented texts where the augmenter wrote texts, else by decoding.
+    """
 
     pad_token_id: int = 0
 
@@ -117,31 +122,50 @@ class PooledAugmenter(Augmenter):
         raise NotImplementedError
 
     def prepare(self, ctx: PrepareContext) -> None:
-        self.pad_token_id = ctx.tokenizer.pad_token_id or 0
+        self._teacher_pad = ctx.tokenizer.pad_token_id or 0
         self._pool: list[PoolView] = []
+        self._teacher_pool: list[PoolView] | None = [] if ctx.retokenize is not None else None
+        rt = ctx.retokenize
+        self.pad_token_id = (rt.student_tokenizer.pad_token_id or 0) if rt is not None else self._teacher_pad
         for copy in range(ctx.copies):
             view = self.build_view(ctx, copy)
             if ctx.label_pool is not None:
                 view.teacher_logits = ctx.label_pool(view.encodings())
+            if rt is not None:
+                texts = view.texts if view.texts is not None else rt.texts(view.input_ids, view.token_type_ids)
+                enc = rt.encode(texts)
+                student = PoolView.from_lists(enc["input_ids"], enc.get("token_type_ids"), view.changed,
+                                              view.eligible, texts=texts)
+                student.teacher_logits = view.teacher_logits
+                self._teacher_pool.append(view)
+                view = student
             self._pool.append(view)
 
     @property
     def pool(self) -> list[PoolView]:
+        """The views the student reads (re-tokenized ones across tokenizers)."""
         if not getattr(self, "_pool", None):
             raise RuntimeError(f"{self.name}: call prepare() before augment()")
         return self._pool
 
     def augment(self, batch: Batch, ctx: AugmentContext, generator: torch.Generator,
                 copy: int = 0) -> AugmentedBatch:
-        view = self.pool[copy % len(self.pool)]
+        c = copy % len(self.pool)
+        view = self.pool[c]
         idx = batch["idx"].cpu()
         device = batch["input_ids"].device
         inputs = {k: v.to(device) for k, v in view.gather(idx, self.pad_token_id).items()
                   if k != "token_type_ids" or "token_type_ids" in batch}
         logits = view.teacher_logits[idx].to(device) if view.teacher_logits is not None else None
+        teacher_inputs = None
+        if logits is None:
+            if self._teacher_pool is not None:
+                teacher_inputs = {k: v.to(device) for k, v in self._teacher_pool[c].gather(idx, self._teacher_pad).items()}
+            else:
+                teacher_inputs = inputs
         return AugmentedBatch(
             student_inputs=inputs,
-            teacher_inputs=None if logits is not None else inputs,
+            teacher_inputs=teacher_inputs,
             teacher_logits=logits,
             changed=view.changed[idx].to(device),
             eligible=view.eligible[idx].to(device),
