@@ -14,8 +14,10 @@ rank)``, so a resumed run draws exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,27 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return str(done[-1]) if done else None
 
 
+_LIBC: Any = None
+
+
+def release_free_memory() -> None:
+    """Hand the allocator's free heap pages back to the OS (glibc ``malloc_trim``; a no-op
+    elsewhere). After a step's backward the activations are freed, but glibc keeps most of them
+    resident for reuse; trimming keeps a long run's resident memory at what it actually uses."""
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                libc.malloc_trim.argtypes = [ctypes.c_size_t]
+                _LIBC = libc
+            except (OSError, AttributeError):  # musl and others: nothing to trim
+                _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in MODEL_KEYS if k in batch}
 
@@ -71,12 +94,14 @@ class DistillTrainer(Trainer):
         aug_seed: base seed of the per-step augmentation generators.
         retokenize: a :class:`~augpro.retokenize.Retokenizer` when teacher and student tokenize
             differently (batches then carry the teacher's own ``teacher_input_ids`` ...).
+        trim_memory: return freed heap memory to the OS after every step (:func:`release_free_memory`).
     """
 
     def __init__(self, *args: Any, mode: str, teacher: nn.Module | None = None, augmenter: Augmenter | None = None,
                  copies: int = 1, temperature: float = 1.0, kd_weight: float = 1.0, ce_weight: float = 0.0,
                  aug_weight: float = 1.0, regression: bool = False, special_ids: torch.Tensor | None = None,
-                 allowed: torch.Tensor | None = None, aug_seed: int = 0, retokenize: Any = None, **kwargs: Any):
+                 allowed: torch.Tensor | None = None, aug_seed: int = 0, retokenize: Any = None,
+                 trim_memory: bool = True, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.mode = mode
         self.teacher = teacher
@@ -95,8 +120,15 @@ class DistillTrainer(Trainer):
         self.allowed = allowed
         self.aug_seed = aug_seed
         self.retokenize = retokenize
+        self.trim_memory = trim_memory
         self._window: dict[str, list[float]] = defaultdict(list)
         self.totals: dict[str, float] = defaultdict(float)
+
+    def training_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        if self.trim_memory:
+            release_free_memory()
+        return loss
 
     # ---------------------------------------------------------------- loss
     def _generator(self, copy: int) -> torch.Generator:

@@ -156,51 +156,69 @@ class Projector:
 
     @torch.no_grad()
     def refresh(self) -> None:
-        """Recompute norms and the bf16 screening operand (after the table's weights changed).
+        """Recompute norms (and the bf16 screening operand) after the table's weights changed.
 
-        Works block by block into a buffer kept between calls, so refreshing a live table every
-        step allocates nothing new and never holds a second fp32 copy of the table.
+        Works block by block, so refreshing a live table every step never holds a second fp32
+        copy of the table. The bf16 operand is built on the first screened search (a frozen table
+        searched only through :meth:`project_mix` may never need it) and, once built, rebuilt in
+        place by every refresh.
         """
         table = self.table.detach()
         V, d = table.shape
         dev = table.device
         if getattr(self, "_allowed_ids", None) is None or self._allowed_ids.device != dev:
             self._allowed_ids = self.allowed.nonzero().squeeze(1)
-        use16 = self.uses_bf16
-        if not use16:
-            self._t16 = None
-        elif getattr(self, "_t16", None) is None or self._t16.shape != (V, d + 4) or self._t16.device != dev:
-            self._t16 = torch.empty(V, d + 4, dtype=torch.bfloat16, device=dev)
         norms = torch.empty(V, dtype=torch.float32, device=dev)
-        res_max = 0.0
         for s in range(0, V, _REFRESH_BLOCK):
             blk = table[s:s + _REFRESH_BLOCK].float()
-            sq = blk * blk
-            nb = norms[s:s + _REFRESH_BLOCK]
-            torch.sum(sq, dim=1, out=nb)
-            if use16:
-                # operand row: [E_w, ||E_w||^2 (hi), ||E_w||^2 (lo), 1, 1]
-                rows = self._t16[s:s + _REFRESH_BLOCK]
-                rows[:, :d] = blk
-                ok = self.allowed[s:s + _REFRESH_BLOCK]
-                res = rows[:, :d].float().sub_(blk).norm(dim=1)
-                if bool(ok.any()):
-                    res_max = max(res_max, float(res[ok].max()))
+            torch.sum(blk * blk, dim=1, out=norms[s:s + _REFRESH_BLOCK])
         self._norms = norms
         self._bias = norms.masked_fill(~self.allowed, float("inf"))
         A = len(self._allowed_ids)
         allowed_norms = norms[self._allowed_ids]
         self._bias_max = float(allowed_norms.max()) * (1 + 1e-6) if A else 0.0
         self._norm_max = math.sqrt(self._bias_max) * (1 + 1e-6)
-        if use16:
-            hi = self._bias.to(torch.bfloat16)  # +inf for tokens that may not be returned
-            lo = torch.where(self.allowed, norms - hi.float(), torch.zeros_like(norms)).to(torch.bfloat16)
-            self._t16[:, d] = hi
-            self._t16[:, d + 1] = lo
-            self._t16[:, d + 2:] = 1
-            err = (allowed_norms - hi[self._allowed_ids].float() - lo[self._allowed_ids].float()).abs()
-            self._bias_err = float(err.max()) * (1 + 1e-3) + 1e-30 if A else 0.0
-            self._res_max = res_max * (1 + 1e-3) + 1e-30
+        self._t16_stale = True
+        if not self.uses_bf16:
+            self._t16 = None
+        elif getattr(self, "_t16", None) is not None:
+            self._operand()  # in use: keep it current
+
+    @torch.no_grad()
+    def _operand(self) -> torch.Tensor | None:
+        """The bf16 screening operand ``[E_w, ||E_w||^2 (hi), ||E_w||^2 (lo), 1, 1]`` (``None``
+        without bf16 screening), built or rebuilt in place when stale."""
+        if not self.uses_bf16:
+            return None
+        if not self._t16_stale:
+            return self._t16
+        table = self.table.detach()
+        V, d = table.shape
+        dev = table.device
+        if getattr(self, "_t16", None) is None or self._t16.shape != (V, d + 4) or self._t16.device != dev:
+            self._t16 = torch.empty(V, d + 4, dtype=torch.bfloat16, device=dev)
+        res_max = 0.0
+        for s in range(0, V, _REFRESH_BLOCK):
+            blk = table[s:s + _REFRESH_BLOCK].float()
+            rows = self._t16[s:s + _REFRESH_BLOCK]
+            rows[:, :d] = blk
+            ok = self.allowed[s:s + _REFRESH_BLOCK]
+            res = rows[:, :d].float().sub_(blk).norm(dim=1)
+            if bool(ok.any()):
+                res_max = max(res_max, float(res[ok].max()))
+        norms = self._norms
+        hi = self._bias.to(torch.bfloat16)  # +inf for tokens that may not be returned
+        lo = torch.where(self.allowed, norms - hi.float(), torch.zeros_like(norms)).to(torch.bfloat16)
+        self._t16[:, d] = hi
+        self._t16[:, d + 1] = lo
+        self._t16[:, d + 2:] = 1
+        A = len(self._allowed_ids)
+        allowed_norms = norms[self._allowed_ids]
+        err = (allowed_norms - hi[self._allowed_ids].float() - lo[self._allowed_ids].float()).abs()
+        self._bias_err = float(err.max()) * (1 + 1e-3) + 1e-30 if A else 0.0
+        self._res_max = res_max * (1 + 1e-3) + 1e-30
+        self._t16_stale = False
+        return self._t16
 
     # ------------------------------------------------------------------ search
     @torch.no_grad()
@@ -229,7 +247,7 @@ class Projector:
         if n == 0:
             return out
         dev = self.table.device
-        screen = self._search_bf16 if self._t16 is not None else self._search_fp32
+        screen = self._search_bf16 if self.uses_bf16 else self._search_fp32
         # the screening matrix is kept between calls: allocated once at its largest size, it
         # neither churns the allocator nor leaves freed-but-resident blocks behind
         buf = self._workspace
@@ -264,7 +282,7 @@ class Projector:
         distance lies in ``[s - u|s| - delta, s + u|s| + delta]`` around its screened value ``s``.
         """
         c, d = e.shape
-        t16 = self._t16
+        t16 = self._operand()
         A = t16.shape[0]
         # operand [-2 e, 1, 1, ||e||^2 (hi), ||e||^2 (lo)]: its product with t16 is ||e - E_w||^2
         e16 = e.to(torch.bfloat16)
@@ -307,7 +325,7 @@ class Projector:
         out, certified = self._certify(e, vals, idx, delta, u)
         if bool(certified.all()):
             return out
-        k2 = min(_SCREEN_K2, self._t16.shape[0])
+        k2 = min(_SCREEN_K2, self._operand().shape[0])
         for part in (~certified).nonzero().squeeze(1).split(_STAGE2_ROWS):  # bounded temporaries
             vals2, idx2 = buf["bf16"][part].topk(k2, dim=1, largest=False, sorted=False)
             out[part], cert2 = self._certify(e[part], vals2.float(), idx2, delta[part], u)
@@ -370,7 +388,7 @@ class Projector:
             e = table[s:t].float()
             rows = torch.arange(t - s, device=e.device)
             self_ids = torch.arange(s, t, device=e.device)
-            if self._t16 is not None:
+            if self.uses_bf16:
                 # screened top kk (self excluded); the rest is at least (screened kk-th) - error away
                 vals, cidx, delta, u = self._screen(e, self_ids, buf, kk)
                 idx = cidx
