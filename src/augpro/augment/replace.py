@@ -49,6 +49,39 @@ def cached_knn_table(table: torch.Tensor, allowed: torch.Tensor, k: int = 16) ->
     return cached_tensor("knn", key, lambda: knn_table(table, allowed, k))
 
 
+def _check(method: str, degree: float, neighbours: torch.Tensor | None, mask_token_id: int | None) -> None:
+    if not 0.0 <= degree <= 1.0:
+        raise ValueError(f"degree must be in [0, 1], got {degree}")
+    if method not in REPLACE_METHODS:
+        raise ValueError(f"unknown replacement method {method!r}; choose from {REPLACE_METHODS}")
+    if method == "knn" and neighbours is None:
+        raise ValueError("knn replacement needs a neighbour table")
+    if method == "mask" and mask_token_id is None:
+        raise ValueError("this tokenizer has no mask token")
+
+
+def _draw(method: str, n: int, generator: torch.Generator, allowed_ids: torch.Tensor,
+          neighbours: torch.Tensor | None) -> torch.Tensor | None:
+    """The random draw behind ``n`` replacements: a neighbour rank (knn) or a token rank (random)."""
+    if method == "knn":
+        return torch.randint(0, neighbours.shape[1], (n,), generator=generator)
+    if method == "random":
+        return torch.randint(0, len(allowed_ids) - 1, (n,), generator=generator)
+    return None
+
+
+def _new_tokens(orig: torch.Tensor, method: str, draw: torch.Tensor | None, allowed_ids: torch.Tensor,
+                neighbours: torch.Tensor | None, mask_token_id: int | None) -> torch.Tensor:
+    """Replacement tokens for the original tokens ``orig`` given :func:`_draw`'s draw."""
+    if method == "knn":
+        return neighbours[orig, draw.to(orig.device)]
+    if method == "mask":
+        return torch.full_like(orig, mask_token_id)
+    new = allowed_ids[draw.to(orig.device)]
+    # uniform over allowed \ {orig}: a draw equal to the original becomes the last id
+    return torch.where(new == orig, allowed_ids[-1], new)
+
+
 def replace_tokens(
     input_ids: torch.Tensor,
     eligible: torch.Tensor,
@@ -60,32 +93,18 @@ def replace_tokens(
     neighbours: torch.Tensor | None = None,
     mask_token_id: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace exactly ``round(degree * n_eligible)`` eligible positions per row.
+    """Replace exactly ``round(degree * n_eligible)`` eligible positions per row of a padded batch.
 
-    Returns the new ids ``[B, L]`` and the selection mask (the positions that changed).
+    Positions: the highest of one uniform score per position (``torch.rand`` of the batch's
+    shape). Returns the new ids ``[B, L]`` and the selection mask (the positions that changed).
     """
-    if not 0.0 <= degree <= 1.0:
-        raise ValueError(f"degree must be in [0, 1], got {degree}")
+    _check(method, degree, neighbours, mask_token_id)
+    allowed_ids = allowed.nonzero().squeeze(1)
     scores = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
     selected, _ = pick_exact(scores, eligible, degree)
     orig = input_ids[selected]
-    if method == "knn":
-        if neighbours is None:
-            raise ValueError("knn replacement needs a neighbour table")
-        col = torch.randint(0, neighbours.shape[1], orig.shape, generator=generator)
-        new = neighbours[orig, col]
-    elif method == "mask":
-        if mask_token_id is None:
-            raise ValueError("this tokenizer has no mask token")
-        new = torch.full_like(orig, mask_token_id)
-    elif method == "random":
-        allowed_ids = allowed.nonzero().squeeze(1)
-        r = torch.randint(0, len(allowed_ids) - 1, orig.shape, generator=generator)
-        new = allowed_ids[r]
-        # uniform over allowed \ {orig}: a draw equal to the original becomes the last id
-        new = torch.where(new == orig, allowed_ids[-1], new)
-    else:
-        raise ValueError(f"unknown replacement method {method!r}; choose from {REPLACE_METHODS}")
+    new = _new_tokens(orig, method, _draw(method, len(orig), generator, allowed_ids, neighbours), allowed_ids,
+                      neighbours, mask_token_id)
     out = input_ids.clone()
     out[selected] = new
     return out, selected
@@ -113,7 +132,7 @@ class TokenReplacement(PooledAugmenter):
         self.batch_size = batch_size
 
     def _tables(self, tok) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(allowed [V], is_special [V], neighbours [V, k] or None)`` for ``tok``, built once
+        """``(allowed token ids, is_special [V], neighbours [V, k] or None)`` for ``tok``, built once
         per tokenizer (a pool of ``copies`` views asks ``copies`` times)."""
         key = (id(tok), len(tok))
         if getattr(self, "_tables_key", None) != key:
@@ -127,43 +146,67 @@ class TokenReplacement(PooledAugmenter):
                 if self.embedding_table is None:
                     raise ValueError("knn replacement needs the teacher's embedding table")
                 neighbours = cached_knn_table(self.embedding_table, allowed, self.knn_k)
-            self._tables_cache = (allowed, is_special, neighbours)
+            self._tables_cache = (allowed.nonzero().squeeze(1), is_special, neighbours)
             self._tables_key = key
         return self._tables_cache
 
     def build_view(self, ctx: PrepareContext, copy: int) -> PoolView:
         """One replaced copy of the training set, ragged, with no per-example Python.
 
-        Rows are processed in chunks of ``batch_size`` padded to the chunk's longest row, so the
-        random draws (and hence the output) depend only on the seed and ``batch_size``.
+        Draws exactly what :func:`replace_tokens` draws on the training set cut into chunks of
+        ``batch_size`` rows, each padded to its longest row (so the output depends only on the
+        seed and ``batch_size``), but picks the positions with one sort over all real tokens.
         """
         tok = ctx.tokenizer
-        allowed, is_special, neighbours = self._tables(tok)
+        allowed_ids, is_special, neighbours = self._tables(tok)
+        _check(self.method, self.degree, neighbours, tok.mask_token_id)
         flat, lengths = flatten(ctx.input_ids)
-        if len(flat) and int(flat.max()) >= len(is_special):
-            raise ValueError(f"token id {int(flat.max())} is outside the vocabulary ({len(is_special)} ids)")
+        n_rows = len(lengths)
         offsets = offsets_of(lengths)
+        row_of = torch.repeat_interleave(torch.arange(n_rows), lengths)
+        pos_in_row = torch.arange(len(flat)) - offsets[row_of]
         eligible = ~is_special[flat]
-        new_flat = flat.clone()
+        n_eligible = torch.zeros(n_rows, dtype=torch.long).index_add_(0, row_of, eligible.long())
+        # Python's round (half to even) of degree * n, in float64 as Python computes it
+        k = torch.round(n_eligible.double() * self.degree).long()
+        # The draws, chunk by chunk in replace_tokens' order: a chunk's scores (one per position of
+        # the chunk padded to its longest row), then its picks; the scores go to one buffer and
+        # every real token reads its own with one gather.
+        bs = self.batch_size
+        n_chunks = -(-n_rows // bs)
+        padded_lengths = torch.zeros(n_chunks * bs, dtype=torch.long)
+        padded_lengths[:n_rows] = lengths
+        width = padded_lengths.view(n_chunks, bs).amax(1)
+        rows_in = torch.full((n_chunks,), bs, dtype=torch.long)
+        if n_chunks:
+            rows_in[-1] = n_rows - bs * (n_chunks - 1)
+        size = rows_in * width
+        base = torch.cumsum(size, 0) - size
+        picks = torch.zeros(n_chunks * bs, dtype=torch.long)
+        picks[:n_rows] = k
+        picks = picks.view(n_chunks, bs).sum(1)
+        buf = torch.empty(int(size.sum()))
+        draws: list[torch.Tensor] = []
+        for b, r, w, n in zip(base.tolist(), rows_in.tolist(), width.tolist(), picks.tolist()):
+            torch.rand((r, w), generator=ctx.generator, out=buf[b:b + r * w].view(r, w))
+            draw = _draw(self.method, n, ctx.generator, allowed_ids, neighbours)
+            if draw is not None:
+                draws.append(draw)
+        chunk = row_of // bs
+        scores = buf[base[chunk] + (row_of - chunk * bs) * width[chunk] + pos_in_row]
+        # the k highest scores of each row's eligible tokens, ties to the earlier position (as
+        # pick_exact's stable sort): rand's floats are multiples of 2^-24, so the key is exact
+        q = (scores * 2**24).long()
+        key = (row_of << 25) | torch.where(eligible, (2**24 - 1) - q, torch.full_like(q, 2**24))
+        order = key.argsort(stable=True)
+        # rows keep their place in the sorted order (the row is the key's high part), so the
+        # i-th sorted token of row r is the i-th position of row r: take the first k of each
+        first_k = pos_in_row < k[row_of]
         selected = torch.zeros(len(flat), dtype=torch.bool)
-        pad = tok.pad_token_id or 0
-        for start in range(0, len(lengths), self.batch_size):
-            idx = torch.arange(start, min(len(lengths), start + self.batch_size))
-            lo = int(offsets[idx[0]])
-            hi = lo + int(lengths[idx].sum())
-            # the chunk's rows are contiguous in the flat tensor, in row-major order
-            lens = lengths[idx]
-            mask = torch.arange(int(lens.max()))[None] < lens[:, None]
-            ids = torch.full(mask.shape, pad, dtype=flat.dtype)
-            ids[mask] = flat[lo:hi]
-            elig = torch.zeros_like(mask)
-            elig[mask] = eligible[lo:hi]
-            new, sel = replace_tokens(ids, elig, self.degree, self.method, ctx.generator, allowed=allowed,
-                                      neighbours=neighbours, mask_token_id=tok.mask_token_id)
-            new_flat[lo:hi] = new[mask]
-            selected[lo:hi] = sel[mask]
-        row_of = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
-        changed = torch.zeros(len(lengths), dtype=torch.long).index_add_(0, row_of, selected.long())
-        eligible_n = torch.zeros(len(lengths), dtype=torch.long).index_add_(0, row_of, eligible.long())
+        selected[order[first_k]] = True
+        draw = torch.cat(draws) if draws else torch.zeros(0, dtype=torch.long)
+        new_flat = flat.clone()
+        new_flat[selected] = _new_tokens(flat[selected], self.method, draw, allowed_ids, neighbours, tok.mask_token_id)
+        changed = torch.zeros(n_rows, dtype=torch.long).index_add_(0, row_of, selected.long())
         type_ids = None if ctx.token_type_ids is None else flatten(ctx.token_type_ids)[0]
-        return PoolView(new_flat, lengths, type_ids, changed, eligible_n)
+        return PoolView(new_flat, lengths, type_ids, changed, n_eligible)
