@@ -181,7 +181,7 @@ class TokenReplacement(PooledAugmenter):
         if n_chunks:
             rows_in[-1] = n_rows - bs * (n_chunks - 1)
         size = rows_in * width
-        base = torch.cumsum(size, 0) - size
+        base = offsets_of(size)
         picks = torch.zeros(n_chunks * bs, dtype=torch.long)
         picks[:n_rows] = k
         picks = picks.view(n_chunks, bs).sum(1)
