@@ -294,6 +294,63 @@ def test_teacher_trained_once_per_task_size_seed(tmp_path, fake):
             assert t.name.startswith(f"{row['task']}-n{row['train_size']}-s{row['seed']}-")
 
 
+def test_grid_teacher_section_changes_only_that_grids_teachers(tmp_path, fake):
+    out = str(tmp_path / "out")
+    grids = [{"task": "sst2", "mode": ["kd", "ft"], "augment": ["none", "knn"], "seed": 0},
+             {"task": "rte", "mode": ["kd", "ft"], "augment": ["none", "knn"], "seed": 0}]
+    plain = load_study(write_yaml(tmp_path / "a.yaml", {"output_dir": out, "teacher": {"epochs": 2}, "grids": grids}))
+    longer = [grids[0], {**grids[1], "teacher": {"max-steps": 30, "learning-rate": 1e-4}}]
+    path = write_yaml(tmp_path / "b.yaml", {"output_dir": out, "teacher": {"epochs": 2}, "grids": longer})
+    study = load_study(path)
+    ids_a = {r.describe(): r.run_id for r in plain.runs}
+    ids_b = {r.describe(): r.run_id for r in study.runs}
+    assert ids_a.keys() == ids_b.keys()
+    changed = sorted(k for k in ids_a if ids_a[k] != ids_b[k])
+    # only the RTE KD runs change (their teacher changed); SST-2 and every FT run keep their ids
+    assert changed == sorted(k for k in ids_a if k.startswith("rte") and " kd " in k) and len(changed) == 2
+    run_study(str(path))
+    by_task = {t["task"]: t for t in fake.teachers()}
+    assert by_task["rte"]["max_steps"] == 30 and by_task["rte"]["learning_rate"] == 1e-4
+    assert by_task["rte"]["epochs"] == 2.0  # the top-level section still applies
+    assert by_task["sst2"]["max_steps"] == plain.teachers[next(iter(plain.teachers))].settings["max_steps"]
+    # a grid-level teacher section is checked like the top-level one
+    bad = [grids[0], {**grids[1], "teacher": {"mode": "kd"}}]
+    with pytest.raises(UserError, match=r"grids\[1\]\.teacher"):
+        load_study(write_yaml(tmp_path / "c.yaml", {"output_dir": out, "grids": bad}))
+    bad = [grids[0], {**grids[1], "teacher": {"max-stepz": 3}}]
+    with pytest.raises(UserError, match="max-stepz"):
+        load_study(write_yaml(tmp_path / "d.yaml", {"output_dir": out, "grids": bad}))
+
+
+def test_prune_moves_lines_of_runs_no_longer_in_the_config(small, tmp_path, fake, capsys):
+    run_study(str(small))
+    results = load_study(small).results_path
+    before = read_results(results)
+    assert len(before) == 20
+    # the config changes: the seed-1 runs leave it
+    doc = yaml.safe_load(small.read_text())
+    for g in doc["grids"]:
+        g["seed"] = [0]
+    write_yaml(small, doc)
+    capsys.readouterr()
+    assert run_study(str(small)) == 0  # nothing to run; the stale lines are reported, not touched
+    err = capsys.readouterr().err
+    assert "10 line(s)" in err and "--prune" in err
+    assert len(read_results(results)) == 20
+    assert run_study(str(small), dry_run=True, prune=True) == 0
+    assert "would move 10 line(s)" in capsys.readouterr().out and len(read_results(results)) == 20
+    assert run_study(str(small), prune=True) == 0
+    kept, moved = read_results(results), read_results(results.with_name("results.pruned.jsonl"))
+    assert len(kept) == 10 and {r["seed"] for r in kept} == {0}
+    assert len(moved) == 10 and {r["seed"] for r in moved} == {1}
+    assert sorted(r["run_id"] for r in kept + moved) == sorted(r["run_id"] for r in before)
+    assert run_study(str(small), prune=True) == 0  # idempotent
+    assert len(read_results(results)) == 10 and len(read_results(results.with_name("results.pruned.jsonl"))) == 10
+    capsys.readouterr()
+    run_study(str(small))
+    assert "belong to no run" not in capsys.readouterr().err
+
+
 def test_stale_teacher_and_run_folders_are_redone(small, tmp_path, fake):
     study = load_study(small)
     first = study.runs[0]

@@ -173,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=None, help="default: the YAML's output_dir")
     p.add_argument("--limit", type=int, default=None, help="run at most N more runs, then stop")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument("--prune", action="store_true",
+                   help="move results lines of runs that are no longer in the config to results.pruned.jsonl, then exit")
 
     p = sub.add_parser("report", help="tables and plots from a study's results.jsonl")
     p.add_argument("results", help="results.jsonl")
@@ -232,7 +234,7 @@ def dispatch(ns: argparse.Namespace) -> int:
     if cmd == "study":
         from augpro.study import run_study
 
-        return run_study(ns.config, output_dir=ns.output_dir, limit=ns.limit, dry_run=ns.dry_run)
+        return run_study(ns.config, output_dir=ns.output_dir, limit=ns.limit, dry_run=ns.dry_run, prune=ns.prune)
     if cmd == "report":
         from augpro.report import write_report
 

@@ -12,6 +12,13 @@ YAML format (read with ``yaml.safe_load``; nothing in it is evaluated)::
     grids:                             # each grid: a cartesian product of its list values
       - {task: [sst2, rte], mode: [kd, ft], augment: none, seed: [0, 1, 2]}
       - {task: [sst2, rte], mode: kd, augment: [knn, augpro-mix], degree: [0.1, 0.3], seed: [0, 1, 2]}
+      - {task: cola, mode: kd, augment: none, seed: [0, 1, 2],
+         teacher: {max-steps: 600}}    # a mapping: teacher settings for this grid only
+
+A grid's ``teacher`` key is either a teacher folder (every KD run of the grid learns from it, no
+teacher is trained) or a mapping of teacher settings that update the ``teacher:`` section for
+that grid's runs only (a task that needs a longer teacher budget gets it without changing the
+teachers, and so the run ids, of the other grids).
 
 Every key of ``base``, ``teacher`` and each grid must be a :class:`~augpro.config.TrainConfig`
 field (unknown keys are a :class:`~augpro.errors.UserError` naming the key and the file); values
@@ -69,6 +76,7 @@ run_training = None
 log = logging.getLogger("augpro.study")
 
 RESULTS_FILE = "results.jsonl"
+PRUNED_FILE = "results.pruned.jsonl"
 TOP_LEVEL_KEYS = ("output_dir", "base", "teacher", "grids", "description", "name")
 #: settings that never change a run's result, left out of run ids
 UNHASHED = ("output_dir", "data_dir", "progress", "threads", "resume", "cache")
@@ -275,7 +283,17 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
         grids_raw = [{}]
     if not isinstance(grids_raw, list) or not grids_raw:
         raise UserError(f"{path}: grids must be a non-empty list of mappings")
-    grids = [_clean_section(g, f"grids[{i}]", path, grid=True) for i, g in enumerate(grids_raw)]
+    grids, grid_teachers = [], []
+    for i, g in enumerate(grids_raw):
+        own: dict[str, Any] = {}
+        if isinstance(g, dict) and isinstance(g.get("teacher"), dict):
+            g = dict(g)
+            own = _clean_section(g.pop("teacher"), f"grids[{i}].teacher", path)
+            for k in ("mode", "augment", "degree", "copies", "teacher"):
+                if k in own:
+                    raise UserError(f"{path}: {k!r} cannot be set in grids[{i}].teacher")
+        grids.append(_clean_section(g, f"grids[{i}]", path, grid=True))
+        grid_teachers.append({**teacher_section, **own})
 
     runs: list[Run] = []
     teachers: dict[str, Teacher] = {}
@@ -293,11 +311,11 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
             teacher: Teacher | None = None
             hashed = _hashed_view(settings)
             if settings["mode"] == "kd" and not settings["teacher"]:
-                teacher = _teacher_for(settings, teacher_section, out)
+                teacher = _teacher_for(settings, grid_teachers[gi], out)
                 try:
                     validate(TrainConfig(**teacher.settings))
                 except UserError as exc:
-                    raise UserError(f"{path}: teacher section: {exc}") from None
+                    raise UserError(f"{path}: teacher section of grids[{gi}]: {exc}") from None
                 teachers.setdefault(teacher.teacher_id, teacher)
                 hashed["teacher"] = f"study-teacher:{teacher.teacher_id}"
                 settings["teacher"] = str(teacher.folder)
@@ -407,6 +425,55 @@ def append_line(path: Path, row: dict[str, Any]) -> None:
         os.close(fd)
     if created:
         _fsync_dir(path.parent)  # the new file's directory entry is durable too
+
+
+def stale_lines(study: Study) -> list[dict[str, Any]]:
+    """Finished lines of ``study``'s results file whose run id is not a run of its config."""
+    ids = {r.run_id for r in study.runs}
+    return [row for row in read_results(study.results_path) if row["run_id"] not in ids]
+
+
+def prune_results(study: Study) -> int:
+    """Move the lines of runs that are not in the config to ``results.pruned.jsonl``.
+
+    The moved lines are appended (and fsynced) to the pruned file first; then ``results.jsonl`` is
+    replaced atomically by a copy without them, so a kill at any point loses no line (at worst a
+    line is in both files, and ``read_results`` of the pruned file counts it once). Returns how
+    many lines were moved. The caller holds the study lock.
+    """
+    path = study.results_path
+    repair_results(path)
+    if not path.exists():
+        return 0
+    ids = {r.run_id for r in study.runs}
+    keep: list[bytes] = []
+    moved: list[bytes] = []
+    for raw in path.read_bytes().split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            keep.append(raw)  # not ours to judge: left where it is
+            continue
+        (moved if isinstance(row, dict) and row.get("run_id") not in ids else keep).append(raw)
+    if not moved:
+        return 0
+    pruned = path.with_name(PRUNED_FILE)
+    fd = os.open(pruned, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"".join(line + b"\n" for line in moved))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(b"".join(line + b"\n" for line in keep))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return len(moved)
 
 
 # --------------------------------------------------------------------------- running
@@ -531,14 +598,43 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised through a subpro
     raise _Terminated()
 
 
+def _stale_notice(study: Study, resume_cmd: str) -> None:
+    stale = stale_lines(study)
+    if stale:
+        print(f"augpro study: {len(stale)} line(s) of {study.results_path} belong to no run of this config (an "
+              f"earlier version of it?); `augpro report` still counts them. Move them aside with: {resume_cmd} --prune",
+              file=sys.stderr)
+
+
 def run_study(config_path: str, output_dir: str | None = None, limit: int | None = None,
-              dry_run: bool = False) -> int:
-    """Run (or resume) the study in ``config_path``; returns the exit code (0, or 130 when interrupted)."""
+              dry_run: bool = False, prune: bool = False) -> int:
+    """Run (or resume) the study in ``config_path``; returns the exit code (0, or 130 when interrupted).
+
+    With ``prune``, only move the results lines of runs that are not in the config to
+    ``results.pruned.jsonl`` (see :func:`prune_results`) and return.
+    """
     if limit is not None and limit < 0:
         raise UserError(f"--limit must be at least 0, got {limit}")
     study = load_study(config_path, output_dir)
     resume_cmd = f"augpro study {config_path}" + (f" --output-dir {output_dir}" if output_dir is not None else "")
+    if prune:
+        if dry_run:
+            n = len(stale_lines(study))
+            print(f"augpro study: --prune would move {n} line(s) of {study.results_path} to {PRUNED_FILE}")
+            return 0
+        if not study.results_path.exists():
+            print(f"augpro study: {study.results_path} does not exist; nothing to prune")
+            return 0
+        lock = _lock(study.output_dir)
+        try:
+            n = prune_results(study)
+        finally:
+            lock.close()
+        print(f"augpro study: moved {n} line(s) that belong to no run of {study.path} to "
+              f"{study.results_path.with_name(PRUNED_FILE)}")
+        return 0
     if dry_run:
+        _stale_notice(study, resume_cmd)
         done_ids = {row["run_id"] for row in read_results(study.results_path)}
         todo = [r for r in study.runs if r.run_id not in done_ids]
         print(f"{study.path}: {len(study.runs)} runs ({len(study.runs) - len(todo)} finished, {len(todo)} to run), "
@@ -566,6 +662,7 @@ def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
 
     results_path = study.results_path
     repair_results(results_path)  # we hold the lock: nobody else appends
+    _stale_notice(study, resume_cmd)
     done_ids = {row["run_id"] for row in read_results(results_path)}
     todo = [r for r in study.runs if r.run_id not in done_ids]
     total, n_done = len(study.runs), len(study.runs) - len(todo)
