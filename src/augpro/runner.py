@@ -213,37 +213,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         t_encodings = encode(data.train, t_tok, cfg.max_length).encodings
         train_ds.add_encodings(TEACHER_PREFIX, t_encodings)
 
-    teacher_id = None
-    if teacher is not None:
-        teacher_id = model_fingerprint(cfg.teacher)
-        train_ds.attach("teacher_logits", teacher_logits_cached(teacher, teacher_id, t_encodings, cfg, t_pad))
-
-    # augmenters work in the teacher's vocabulary (the shared one, or the teacher's across tokenizers)
-    vocab_model = teacher if retokenize else model
-    special = special_ids_tensor(t_tok)
-    allowed = allowed_vocab_mask(t_tok, vocab_model.get_input_embeddings().weight.shape[0])
-    emb_source = teacher if teacher is not None else model
-    augmenter = build_augmenter(
-        cfg.augment, degree=cfg.degree, embedding_table=emb_source.get_input_embeddings().weight.detach(),
-        alpha=cfg.mix_alpha, granularity=cfg.mix_granularity, eps=cfg.fgsm_eps,
-        projection_table=cfg.projection_table, knn_k=cfg.knn_k)
     steps_per_epoch = int(np.ceil(len(train_ds) / cfg.batch_size))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else int(np.ceil(steps_per_epoch * cfg.epochs))
-    if augmenter is not None:
-        gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
-        label_pool = None
-        # Label an offline pool with the teacher once (cached) when training visits all of it;
-        # a short run that sees a fraction of the pool labels only the rows it visits, live.
-        visits_all = total_steps * cfg.batch_size >= len(train_ds)
-        if teacher is not None and (cfg.pool_labels == "cached" or (cfg.pool_labels == "auto" and visits_all)):
-            label_pool = lambda enc: teacher_logits_cached(teacher, teacher_id, enc, cfg, t_pad)  # noqa: E731
-        augmenter.prepare(PrepareContext(
-            texts=data.train.texts, input_ids=t_encodings["input_ids"],
-            token_type_ids=t_encodings.get("token_type_ids"), tokenizer=t_tok,
-            max_length=cfg.max_length, copies=cfg.copies, generator=gen, label_pool=label_pool,
-            show_progress=cfg.progress, retokenize=retokenize))
-
-    # --- training ---
     args = TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=cfg.batch_size,
@@ -274,6 +245,41 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         bf16=cfg.bf16,
         fp16=cfg.fp16,
     )
+    # augmenters work in the teacher's vocabulary (the shared one, or the teacher's across tokenizers);
+    # offline pools are built on the CPU from this snapshot of the table, taken before the teacher moves
+    vocab_model = teacher if retokenize else model
+    special = special_ids_tensor(t_tok)
+    allowed = allowed_vocab_mask(t_tok, vocab_model.get_input_embeddings().weight.shape[0])
+    emb_source = teacher if teacher is not None else model
+    emb_table = emb_source.get_input_embeddings().weight.detach()
+
+    teacher_id = None
+    if teacher is not None:
+        # label on the training device (the GPU where there is one), not on the CPU the weights
+        # were loaded to: the training set, and any pool below, can be tens of thousands of rows
+        teacher.to(args.device)
+        teacher_id = model_fingerprint(cfg.teacher)
+        train_ds.attach("teacher_logits", teacher_logits_cached(teacher, teacher_id, t_encodings, cfg, t_pad))
+
+    augmenter = build_augmenter(
+        cfg.augment, degree=cfg.degree, embedding_table=emb_table,
+        alpha=cfg.mix_alpha, granularity=cfg.mix_granularity, eps=cfg.fgsm_eps,
+        projection_table=cfg.projection_table, knn_k=cfg.knn_k)
+    if augmenter is not None:
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
+        label_pool = None
+        # Label an offline pool with the teacher once (cached) when training visits all of it;
+        # a short run that sees a fraction of the pool labels only the rows it visits, live.
+        visits_all = total_steps * cfg.batch_size >= len(train_ds)
+        if teacher is not None and (cfg.pool_labels == "cached" or (cfg.pool_labels == "auto" and visits_all)):
+            label_pool = lambda enc: teacher_logits_cached(teacher, teacher_id, enc, cfg, t_pad)  # noqa: E731
+        augmenter.prepare(PrepareContext(
+            texts=data.train.texts, input_ids=t_encodings["input_ids"],
+            token_type_ids=t_encodings.get("token_type_ids"), tokenizer=t_tok,
+            max_length=cfg.max_length, copies=cfg.copies, generator=gen, label_pool=label_pool,
+            show_progress=cfg.progress, retokenize=retokenize))
+
+    # --- training ---
     trainer = DistillTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
         data_collator=Collator(pad_id, task.is_regression, teacher_pad_token_id=t_pad),
