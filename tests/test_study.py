@@ -571,6 +571,21 @@ def test_report_tables_and_figures(study_results, tmp_path):
     best = md.split("Best degree (its mean score) per training-set size, SST-2, knn:")[1].split("\n\n")[1]
     kd_row = next(line for line in best.splitlines() if line.startswith("| KD | 1 |"))
     assert "0.3 (" in kd_row
+    # copies: 4 vs 1 per mode and size, recomputed here from the JSONL
+    gain = md.split("4 copies vs 1, SST-2, knn:")[1].split("\n\n")[1].splitlines()
+    assert gain[0] == "| mode | n=500 | n=2,000 |"
+    rows = read_results(study_results)
+    for mode in ("kd", "ft"):
+        line = next(x for x in gain if x.startswith(f"| {mode.upper()} |"))
+        for size in (500, 2000):
+            def cell(copies, degree):
+                vals = [r["score"] * 100 for r in rows if (r["task"], r["mode"], r["augment"], r["train_size"],
+                                                           r["copies"], r["degree"]) ==
+                        ("sst2", mode, "knn", size, copies, degree)]
+                assert len(vals) == 3
+                return sum(vals) / 3
+            diffs = [cell(4, d) - cell(1, d) for d in (0.1, 0.3, 0.5)]
+            assert f"{sum(diffs) / 3:+.1f} ({sum(x > 0 for x in diffs)}/3)" in line
 
 
 def test_report_skips_figures_the_data_cannot_support(tmp_path, monkeypatch):

@@ -341,7 +341,34 @@ class Report:
             lines += _markdown_table(header, body, ["---:", "---", "---:"] + ["---:"] * (len(header) - 3))
             lines += [""]
             lines += self.best_degree_table(task, method, deg_rows)
+            lines += self.copies_gain_table(task, method, deg_rows)
         return lines
+
+    def copies_gain_table(self, task: str, method: str, deg_rows: list[_Row]) -> list[str]:
+        """Per mode and size: how the most copies compare with one copy, over the degrees above 0
+        that both were run at (mean difference of the cell means, and at how many degrees it is
+        positive). Empty when only one copies value was run."""
+        copies = sorted({r.copies for r in deg_rows})
+        if len(copies) < 2 or copies[0] != 1:
+            return []
+        most = copies[-1]
+        cells = self._cells(deg_rows, lambda r: ((r.mode, r.cond, r.size), r.copies, r.degree))
+        sizes = sorted({r.size for r in deg_rows}, key=_sort_key)
+        keys = sorted({(r.mode, r.cond) for r in deg_rows}, key=lambda k: (_mode_key(k[0]), repr(k[1])))
+        body = []
+        for mode, cond in keys:
+            row = [mode.upper() + (f" ({_cond_label(cond)})" if cond else "")]
+            for size in sizes:
+                k = (mode, cond, size)
+                diffs = [cells[(k, most, d)].mean - cells[(k, 1, d)].mean
+                         for d in sorted({r.degree for r in deg_rows}, key=_sort_key)
+                         if d is not None and d > 0 and (k, 1, d) in cells and (k, most, d) in cells]
+                row.append(f"{sum(diffs) / len(diffs):+.1f} ({sum(x > 0 for x in diffs)}/{len(diffs)})"
+                           if diffs else "")
+            body.append(row)
+        return [f"{most} copies vs 1, {_task_name(task)}, {method}: mean difference of the dev score ×100 over the "
+                "degrees above 0, and at how many of them the extra copies scored higher:", ""] + \
+            _markdown_table(["mode"] + [f"n={_size_name(s)}" for s in sizes], body) + [""]
 
     def _best_degrees(self, deg_rows: list[_Row]) -> dict[tuple, tuple[float, Cell]]:
         """(mode, copies, cond, size) -> (best degree, its cell)."""
