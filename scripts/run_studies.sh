@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Start (or resume) both shipped study grids in the background, one thread each, side by side.
+#
+#   AUGPRO_DATA_DIR=../shared/data/glue bash scripts/run_studies.sh    # logs: runs/logs/<study>.log
+#
+# Each grid skips its finished runs (results.jsonl) and retrains any teacher it lacks, so this is
+# the same command on a fresh machine and after a stop. Commit progress with
+# `bash scripts/stage_study_results.sh && git commit`. Stop with `pkill -f "augpro study"`
+# (finished lines are never lost; the run in progress is redone on the next start).
+set -euo pipefail
+cd "$(git rev-parse --show-toplevel)"
+: "${AUGPRO_DATA_DIR:?set AUGPRO_DATA_DIR to the GLUE folder (e.g. ../shared/data/glue)}"
+augpro=${AUGPRO:-.venv/bin/augpro}
+mkdir -p runs/logs
+for cfg in configs/degree-study.yaml configs/augpro-methods.yaml; do
+  name=$(basename "$cfg" .yaml)
+  if pgrep -f "augpro study $cfg" > /dev/null; then
+    echo "$cfg: already running"
+    continue
+  fi
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} nohup "$augpro" study "$cfg" >> "runs/logs/$name.log" 2>&1 &
+  echo "$cfg: started (pid $!), log runs/logs/$name.log"
+done
