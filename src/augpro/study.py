@@ -413,7 +413,11 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def append_line(path: Path, row: dict[str, Any]) -> None:
     """Append one JSON line atomically: a single write on an O_APPEND descriptor, then fsync."""
-    data = (json.dumps(row, sort_keys=True, default=str) + "\n").encode()
+    _append_bytes(path, (json.dumps(row, sort_keys=True, default=str) + "\n").encode())
+
+
+def _append_bytes(path: Path, data: bytes) -> None:
+    """One write of ``data`` on an O_APPEND descriptor, then fsync (and the folder's, for a new file)."""
     created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -459,13 +463,7 @@ def prune_results(study: Study) -> int:
         (moved if isinstance(row, dict) and row.get("run_id") not in ids else keep).append(raw)
     if not moved:
         return 0
-    pruned = path.with_name(PRUNED_FILE)
-    fd = os.open(pruned, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, b"".join(line + b"\n" for line in moved))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _append_bytes(path.with_name(PRUNED_FILE), b"".join(line + b"\n" for line in moved))
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(b"".join(line + b"\n" for line in keep))
