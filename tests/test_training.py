@@ -166,3 +166,48 @@ def test_cli_user_errors_are_one_line_and_write_nothing(args, message, tmp_path,
     assert message in lines[-1], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+
+@pytest.mark.slow
+def test_regression_kd_student_learns_its_teachers_scores(data_dir, tmp_path, tokenizer):
+    """STS-B through the whole regression path: a 2-layer KD student trained on a teacher's
+    scores (MSE) must reproduce them on its training rows. Guards the regression wiring (head,
+    loss, cached teacher outputs) of layer-subset students. The teacher is MiniLM-L6 with a
+    seeded random regression head scaled so its scores spread like STS-B's (mean 2.5, std 1):
+    training one that spreads takes minutes, since a fresh head first spends its steps on the mean."""
+    import numpy as np
+    from transformers import AutoModelForSequenceClassification
+
+    from augpro.data import load_glue_split, subset
+    from augpro.models import save_model
+
+    task = get_task("stsb")
+    train = subset(load_glue_split(task, "train", data_dir), 64, seed=0, regression=True)
+    enc = tokenizer([a for a, _ in train.texts], [b for _, b in train.texts], truncation=True, max_length=64,
+                    padding=True, return_tensors="pt")
+    teacher = load_classifier(None, task).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        teacher.classifier.weight.copy_(torch.randn(teacher.classifier.weight.shape, generator=g))
+        raw = teacher(**enc).logits.view(-1)
+        teacher.classifier.weight /= raw.std()
+        teacher.classifier.bias.copy_(2.5 - raw.mean() / raw.std())
+    teacher.config.architectures = [type(teacher).__name__]
+    save_model(teacher, tokenizer, tmp_path / "t")
+
+    result = run_training(TrainConfig(mode="kd", task="stsb", data_dir=data_dir, train_size=64, dev_size=100,
+                                      batch_size=16, teacher=str(tmp_path / "t"), student_layers="2", max_steps=48,
+                                      learning_rate=5e-4, output_dir=str(tmp_path / "s"), **QUICK))
+    assert result["layers"] == 2 and set(result["dev"]) == {"pearson", "spearman", "score"}
+    ids = json.loads((tmp_path / "s" / "train_ids.json").read_text())["ids"]
+    assert ids == train.ids  # the student trained on exactly these rows
+    scores = {}
+    for name in ("t", "s"):
+        model = AutoModelForSequenceClassification.from_pretrained(tmp_path / name).eval()
+        assert model.config.problem_type == "regression" and model.config.num_labels == 1
+        with torch.no_grad():
+            scores[name] = model(**enc).logits.view(-1).numpy()
+    assert scores["t"].std(ddof=1) == pytest.approx(1.0, rel=1e-3)  # torch.std is unbiased
+    assert np.corrcoef(scores["t"], scores["s"])[0, 1] > 0.8
+    assert np.abs(scores["t"] - scores["s"]).mean() < 0.5 * np.abs(scores["t"] - scores["t"].mean()).mean()
