@@ -337,6 +337,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
 def evaluate_model(model_dir: str, cfg: TrainConfig) -> dict[str, float]:
     """Dev metrics of a saved classifier on the configured task."""
+    if not cfg.progress:  # --quiet: no "Loading weights" bar either
+        hf_logging.disable_progress_bar()
     data = load_data(cfg)
     model = load_classifier(model_dir, data.task, require_head=True)
     tokenizer = load_tokenizer(model_dir)

@@ -133,6 +133,19 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     return value  # pragma: no cover - every field type is handled above
 
 
+#: settings a teacher section may not hold: a teacher is trained on gold labels, without augmentation
+_NOT_FOR_TEACHERS = ("mode", "augment", "degree", "copies", "teacher")
+
+
+def _teacher_section(section: Any, where: str, path: Path) -> dict[str, Any]:
+    """A checked teacher-settings mapping (the top-level ``teacher:`` or a grid's own)."""
+    out = _clean_section(section, where, path)
+    for k in _NOT_FOR_TEACHERS:
+        if k in out:
+            raise UserError(f"{path}: {k!r} cannot be set in {where}")
+    return out
+
+
 def _clean_section(section: Any, where: str, path: Path, grid: bool = False) -> dict[str, Any]:
     """A YAML mapping with keys checked against TrainConfig and values coerced (lists kept in grids)."""
     if section is None:
@@ -274,10 +287,7 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
     out = Path(str(out)).expanduser()
 
     base = _clean_section(doc.get("base"), "base", path)
-    teacher_section = _clean_section(doc.get("teacher"), "teacher", path)
-    for k in ("mode", "augment", "degree", "copies", "teacher"):
-        if k in teacher_section:
-            raise UserError(f"{path}: {k!r} cannot be set in the teacher section")
+    teacher_section = _teacher_section(doc.get("teacher"), "the teacher section", path)
     grids_raw = doc.get("grids")
     if grids_raw is None:
         grids_raw = [{}]
@@ -288,10 +298,7 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
         own: dict[str, Any] = {}
         if isinstance(g, dict) and isinstance(g.get("teacher"), dict):
             g = dict(g)
-            own = _clean_section(g.pop("teacher"), f"grids[{i}].teacher", path)
-            for k in ("mode", "augment", "degree", "copies", "teacher"):
-                if k in own:
-                    raise UserError(f"{path}: {k!r} cannot be set in grids[{i}].teacher")
+            own = _teacher_section(g.pop("teacher"), f"grids[{i}].teacher", path)
         grids.append(_clean_section(g, f"grids[{i}]", path, grid=True))
         grid_teachers.append({**teacher_section, **own})
 
