@@ -697,3 +697,45 @@ def test_report_conditions_split_rows_only_within_a_column(tmp_path, monkeypatch
     rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines() if line.startswith("| KD")]
     assert rows == ["KD none (student_layers=1)", "KD none (student_layers=2)", "KD knn (student_layers=2)"]
     assert "max_length" not in md
+
+
+def test_report_augpro_table_applies_the_verdict_rule(tmp_path):
+    """Best AugPro vs best other augmentation per column, with the rule's four outcomes."""
+    scores = {  # (task, size) -> method -> one score per seed (×100)
+        ("sst2", 1000): {"none": [60, 60, 60], "eda": [70, 71, 72], "augpro-mix": [80, 81, 82]},  # AugPro ahead
+        ("sst2", 2000): {"knn": [80, 81, 82], "augpro-mix": [60, 61, 62], "augpro-fgsm": [70, 71, 72]},  # other
+        ("rte", 1000): {"eda": [72, 73, 74], "augpro-mix": [70, 75, 80]},  # gap +1 < std 5
+        ("rte", 2000): {"eda": [72, 73, 74], "augpro-mix": [90, 91]},  # only 2 seeds
+    }
+    lines = []
+    for (task, size), methods in scores.items():
+        for method, values in methods.items():
+            for seed, v in enumerate(values):
+                settings = {"task": task, "train_size": size, "mode": "kd", "augment": method, "seed": seed}
+                lines.append(json.dumps({"run_id": f"{task}{size}{method}{seed}", "score": v / 100, "task": task,
+                                         "train_size": size, "mode": "kd", "augment": method, "degree": None,
+                                         "copies": 1, "seed": seed, "settings": settings}))
+    # an FT run never enters the KD comparison
+    lines.append(json.dumps({"run_id": "ft", "score": 0.99, "task": "rte", "train_size": 1000, "mode": "ft",
+                             "augment": "augpro-mix", "seed": 0,
+                             "settings": {"task": "rte", "train_size": 1000, "mode": "ft", "augment": "augpro-mix"}}))
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    write_report(str(tmp_path / "r.jsonl"), str(tmp_path / "rep"))
+    md = (tmp_path / "rep" / "README.md").read_text()
+    table = md.split("## AugPro against the other augmentation methods (KD)")[1].split("\n## ")[0]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in table.splitlines()
+            if line.startswith("| SST-2") or line.startswith("| RTE")}
+    assert rows["SST-2 n=1,000"] == ["60.0 ± 0.0 (n=3)", "augpro-mix: 81.0 ± 1.0 (n=3)", "eda: 71.0 ± 1.0 (n=3)",
+                                     "+10.0", "1.0", "**AugPro ahead** |"]
+    assert rows["SST-2 n=2,000"][1:] == ["augpro-fgsm: 71.0 ± 1.0 (n=3)", "knn: 81.0 ± 1.0 (n=3)", "-10.0", "1.0",
+                                         "**other ahead** |"]
+    assert rows["RTE n=1,000"][1:] == ["augpro-mix: 75.0 ± 5.0 (n=3)", "eda: 73.0 ± 1.0 (n=3)", "+2.0", "5.0",
+                                       "within the seed spread |"]
+    assert rows["RTE n=2,000"][-1] == "fewer than 3 seeds |"
+    assert ("Columns: AugPro ahead: 1; other ahead: 1; within the seed spread: 1; fewer than 3 seeds: 1."
+            in table)
+    # a study without AugPro runs (the degree study) has no such section
+    keep = [x for x in lines if "augpro" not in x]
+    (tmp_path / "d.jsonl").write_text("\n".join(keep) + "\n")
+    write_report(str(tmp_path / "d.jsonl"), str(tmp_path / "rep2"))
+    assert "AugPro against" not in (tmp_path / "rep2" / "README.md").read_text()

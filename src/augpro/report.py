@@ -1,6 +1,8 @@
 """``augpro report RESULTS.jsonl --output DIR``: markdown tables and PNG plots of a study.
 
-Writes ``README.md`` (tables) and the figures the data supports:
+Writes ``README.md`` (tables: methods per task and size; where AugPro ran, the best AugPro against
+the best other augmentation per column, judged by the verdict rule; degree, copies and best-degree
+tables for degree sweeps; augmentation statistics; runtime) and the figures the data supports:
 
 * ``methods_<task>.png``: dev score per method (bars, one per training-set size, std error bars);
 * ``degree_<task>[_<method>].png``: dev score vs degree, KD and FT on the same axes, one panel
@@ -40,6 +42,10 @@ _MODE_COLORS = {"kd": "tab:blue", "ft": "tab:orange"}
 _LINESTYLES = ["-", "--", ":", "-."]
 _MARKERS = ["o", "s", "^", "D", "v", "P"]
 _FIG_PATTERNS = ("methods_", "degree_", "best_degree_", "copies_")
+#: the AugPro methods (projected augmentation); the AugPro table sets them against every other one
+AUGPRO_METHODS = ("augpro-mix", "augpro-fgsm")
+#: seeds a cell needs before the AugPro table calls a gap (the verdict rule in docs/results.md)
+MIN_SEEDS = 3
 DPI = 100
 
 
@@ -268,6 +274,60 @@ class Report:
         for v in variants:
             body.append([_variant_label(*v)] + [texts.get((v, c), "") for c in cols])
         return _markdown_table(header, body)
+
+    def augpro_table(self) -> list[str]:
+        """Per task and size: the best AugPro KD variant against the best other augmentation.
+
+        The outcome applies the verdict rule of ``docs/results.md``: with at least
+        :data:`MIN_SEEDS` seeds in both cells, one side is *ahead* when its mean exceeds the
+        other's by more than the larger of the two stds; otherwise the gap is *within the seed
+        spread*. The best of each side is picked by its mean, so the comparison favours neither.
+        """
+        kd = [r for r in self.rows if r.mode == "kd"]
+        if not any(r.method in AUGPRO_METHODS for r in kd) or not any(
+                r.method not in AUGPRO_METHODS and r.method != "none" for r in kd):
+            return []
+        cells = self._cells(kd, lambda r: ((r.task, r.size, r.cond), (r.method, r.degree, r.copies)))
+        columns = sorted({k for k, _ in cells}, key=lambda c: (_task_key(c[0]), _sort_key(c[1]), repr(c[2])))
+
+        def best(side: dict[tuple, Cell]) -> tuple[tuple, Cell]:
+            order = sorted(side, key=lambda v: (_method_key(v[0]), _sort_key(v[1]), v[2]))
+            v = max(order, key=lambda v: side[v].mean)  # first of equal means in method order
+            return v, side[v]
+
+        def label(v: tuple) -> str:
+            return _variant_label("kd", v[0], v[1], v[2], ())[3:]
+
+        body, tally = [], defaultdict(int)
+        for col in columns:
+            mine = {v: c for (k, v), c in cells.items() if k == col}
+            aug = {v: c for v, c in mine.items() if v[0] in AUGPRO_METHODS}
+            other = {v: c for v, c in mine.items() if v[0] not in AUGPRO_METHODS and v[0] != "none"}
+            if not aug or not other:
+                continue
+            (va, ca), (vo, co) = best(aug), best(other)
+            gap = ca.mean - co.mean
+            spread = max(ca.std, co.std)
+            if min(ca.n, co.n) < MIN_SEEDS:
+                outcome = f"fewer than {MIN_SEEDS} seeds"
+            elif gap > spread:
+                outcome = "**AugPro ahead**"
+            elif -gap > spread:
+                outcome = "**other ahead**"
+            else:
+                outcome = "within the seed spread"
+            tally[outcome.strip("*")] += 1
+            none = [c for v, c in mine.items() if v[0] == "none"]
+            name = f"{_task_name(col[0])} n={_size_name(col[1])}" + (f" ({_cond_label(col[2])})" if col[2] else "")
+            body.append([name, none[0].text() if len(none) == 1 else "", f"{label(va)}: {ca.text()}",
+                         f"{label(vo)}: {co.text()}", f"{gap:+.1f}",
+                         f"{spread:.1f}" if min(ca.n, co.n) >= 2 else "–", outcome])
+        if not body:
+            return []
+        order = ["AugPro ahead", "other ahead", "within the seed spread", f"fewer than {MIN_SEEDS} seeds"]
+        summary = "; ".join(f"{k}: {tally[k]}" for k in order if tally[k])
+        return _markdown_table(["column", "KD no DA", "best AugPro", "best other augmentation", "gap", "larger std",
+                                "outcome"], body, ["---"] + ["---:"] * 5 + ["---"]) + ["", f"Columns: {summary}."]
 
     def teacher_cells(self) -> dict[tuple, Cell]:
         seen: dict[tuple, float] = {}
@@ -561,6 +621,13 @@ class Report:
             lines += ["`teacher`: the fine-tuned teacher the KD students learn from (one per task, size and seed).",
                       ""]
         lines += self.methods_table() + [""]
+        claim = self.augpro_table()
+        if claim:
+            lines += ["## AugPro against the other augmentation methods (KD)", "",
+                      "Per column, the best AugPro variant against the best other augmentation (both picked by "
+                      f"mean). With at least {MIN_SEEDS} seeds in both cells, a side is *ahead* when the gap "
+                      "exceeds the larger of the two stds; otherwise the gap is within the seed spread.", ""]
+            lines += claim + [""]
         deg = self.degree_tables()
         if deg:
             lines += ["## Degree of augmentation", ""] + deg
