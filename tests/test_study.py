@@ -217,8 +217,11 @@ def test_run_writes_lines_and_deletes_weights(small, tmp_path, fake, capsys):
     assert [r["run_id"] for r in rows] == [r.run_id for r in study.runs]
     row = next(r for r in rows if r["mode"] == "kd" and r["augment"] == "knn")
     for key in ("run_id", "settings", "task", "mode", "augment", "degree", "copies", "train_size", "seed", "dev",
-                "score", "realised_degree", "label_flip_rate", "runtime_s", "teacher_dev", "finished_at"):
+                "score", "realised_degree", "label_flip_rate", "augmentation", "runtime_s", "teacher_dev",
+                "finished_at"):
         assert key in row
+    assert row["augmentation"] == {"method": "knn", "realised_degree": row["realised_degree"],
+                                   "label_flip_rate": row["label_flip_rate"]}
     assert row["score"] == row["dev"]["score"] and row["teacher_dev"]["score"] > 0.89
     assert row["settings"]["teacher"].startswith(str(tmp_path / "out" / "teachers"))
     folder = tmp_path / "out" / "runs" / row["run_id"]
@@ -667,6 +670,7 @@ def test_smoke_config_for_real(tmp_path, data_dir):
         assert 0.0 <= row["score"] <= 1.0 and row["runtime_s"] > 0
         if row["augment"] != "none":
             assert row["realised_degree"] is not None
+            assert row["augmentation"]["method"] == row["augment"]
         if row["mode"] == "kd":
             assert row["teacher_dev"]["score"] > 0
     again = subprocess.run([*cmd, "study", str(ROOT / "configs" / "smoke.yaml"), "--output-dir", str(out)],

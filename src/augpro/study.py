@@ -573,6 +573,9 @@ def _result_line(run: Run, result: dict[str, Any], teacher_metrics: dict[str, An
         "score": dev.get("score"),
         "realised_degree": aug.get("realised_degree"),
         "label_flip_rate": aug.get("label_flip_rate"),
+        # the settings the augmenter actually used (defaults resolved, e.g. FGSM's eps when the
+        # config leaves it to the toolkit): the run folders holding metrics.json are not kept
+        "augmentation": aug,
         "runtime_s": result.get("runtime_s"),
         "steps": result.get("steps"),
         "teacher_id": run.teacher.teacher_id if run.teacher else None,
