@@ -571,7 +571,7 @@ def test_report_tables_and_figures(study_results, tmp_path):
         if name.endswith(".png"):
             assert f"]({name})" in md
     # the fake's optimum: KD best at 0.3, FT at 0.1
-    best = md.split("Best degree (its mean score) per training-set size, SST-2, knn:")[1].split("\n\n")[1]
+    best = md.split("Best degree per training-set size, SST-2, knn:")[1].split("\n\n")[1]
     kd_row = next(line for line in best.splitlines() if line.startswith("| KD | 1 |"))
     assert "0.3 (" in kd_row
     # copies: 4 vs 1 per mode and size, recomputed here from the JSONL
@@ -586,9 +586,23 @@ def test_report_tables_and_figures(study_results, tmp_path):
                                                            r["copies"], r["degree"]) ==
                         ("sst2", mode, "knn", size, copies, degree)]
                 assert len(vals) == 3
-                return sum(vals) / 3
-            diffs = [cell(4, d) - cell(1, d) for d in (0.1, 0.3, 0.5)]
-            assert f"{sum(diffs) / 3:+.1f} ({sum(x > 0 for x in diffs)}/3)" in line
+                mean = sum(vals) / 3
+                return mean, (sum((v - mean) ** 2 for v in vals) / 2) ** 0.5
+            pairs = [(cell(4, d), cell(1, d)) for d in (0.1, 0.3, 0.5)]
+            diffs = [m[0] - o[0] for m, o in pairs]
+            clear = sum(m[0] - o[0] > max(m[1], o[1]) for m, o in pairs)
+            assert f"{sum(diffs) / 3:+.1f} ({sum(x > 0 for x in diffs)}/3; {clear} clear)" in line
+    # best degree: its lead over the runner-up, called clear only beyond the larger std
+    kd_cells = {}
+    for d in (0.0, 0.1, 0.3, 0.5):
+        vals = [r["score"] * 100 for r in rows if (r["task"], r["mode"], r["augment"], r["train_size"], r["copies"],
+                                                   r["degree"]) == ("sst2", "kd", "knn", 500, 1, d)]
+        mean = sum(vals) / 3
+        kd_cells[d] = (mean, (sum((v - mean) ** 2 for v in vals) / 2) ** 0.5)
+    first, second = sorted(kd_cells, key=lambda d: -kd_cells[d][0])[:2]
+    lead = kd_cells[first][0] - kd_cells[second][0]
+    verdict = "clear" if lead > max(kd_cells[first][1], kd_cells[second][1]) else "within std"
+    assert f"{first:g} ({kd_cells[first][0]:.1f}; {lead:+.1f} over {second:g}, {verdict})" in kd_row
 
 
 def test_report_skips_figures_the_data_cannot_support(tmp_path, monkeypatch):

@@ -211,6 +211,14 @@ def _bold_best(cells: dict[Any, Cell], digits: int = 1) -> dict[Any, str]:
             for k, c in cells.items()}
 
 
+def _clearly_above(a: Cell, b: Cell) -> bool | None:
+    """The verdict rule: ``a``'s mean exceeds ``b``'s by more than the larger std, with at least
+    :data:`MIN_SEEDS` seeds in each (``None`` when either has fewer)."""
+    if min(a.n, b.n) < MIN_SEEDS:
+        return None
+    return a.mean - b.mean > max(a.std, b.std)
+
+
 # --------------------------------------------------------------------------- figures
 
 
@@ -420,14 +428,20 @@ class Report:
             row = [mode.upper() + (f" ({_cond_label(cond)})" if cond else "")]
             for size in sizes:
                 k = (mode, cond, size)
-                diffs = [cells[(k, most, d)].mean - cells[(k, 1, d)].mean
+                pairs = [(cells[(k, most, d)], cells[(k, 1, d)])
                          for d in sorted({r.degree for r in deg_rows}, key=_sort_key)
                          if d is not None and d > 0 and (k, 1, d) in cells and (k, most, d) in cells]
-                row.append(f"{sum(diffs) / len(diffs):+.1f} ({sum(x > 0 for x in diffs)}/{len(diffs)})"
-                           if diffs else "")
+                if not pairs:
+                    row.append("")
+                    continue
+                diffs = [m.mean - o.mean for m, o in pairs]
+                clear = [c for c in (_clearly_above(m, o) for m, o in pairs) if c is not None]
+                text = f"{sum(diffs) / len(diffs):+.1f} ({sum(x > 0 for x in diffs)}/{len(diffs)}"
+                row.append(text + (f"; {sum(clear)} clear)" if clear else ")"))
             body.append(row)
         return [f"{most} copies vs 1, {_task_name(task)}, {method}: mean difference of the dev score ×100 over the "
-                "degrees above 0, and at how many of them the extra copies scored higher:", ""] + \
+                "degrees above 0, at how many of them the extra copies scored higher, and at how many *clearly* "
+                f"higher (by more than the larger std, with at least {MIN_SEEDS} seeds each):", ""] + \
             _markdown_table(["mode"] + [f"n={_size_name(s)}" for s in sizes], body) + [""]
 
     def _best_degrees(self, deg_rows: list[_Row]) -> dict[tuple, tuple[float, Cell]]:
@@ -441,15 +455,29 @@ class Report:
 
     def best_degree_table(self, task: str, method: str, deg_rows: list[_Row]) -> list[str]:
         best = self._best_degrees(deg_rows)
+        cells = self._cells(deg_rows, lambda r: ((r.mode, r.copies, r.cond, r.size), r.degree))
         sizes = sorted({k[3] for k in best}, key=_sort_key)
         lines_keys = sorted({k[:3] for k in best}, key=lambda k: (_mode_key(k[0]), k[1], repr(k[2])))
         header = ["mode", "copies"] + [f"n={_size_name(s)}" for s in sizes]
+
+        def text(key: tuple) -> str:
+            degree, cell = best[key]
+            others = sorted(((d, c) for (k, d), c in cells.items() if k == key and d != degree),
+                            key=lambda dc: (-dc[1].mean, _sort_key(dc[0])))
+            if not others:
+                return f"{degree:g} ({cell.mean:.1f})"
+            d2, c2 = others[0]
+            clear = _clearly_above(cell, c2)
+            mark = "" if clear is None else (", clear" if clear else ", within std")
+            return f"{degree:g} ({cell.mean:.1f}; {cell.mean - c2.mean:+.1f} over {d2:g}{mark})"
+
         body = []
         for lk in lines_keys:
             label = lk[0].upper() + (f" ({_cond_label(lk[2])})" if lk[2] else "")
-            body.append([label, str(lk[1])] + [f"{best[(*lk, s)][0]:g} ({best[(*lk, s)][1].mean:.1f})"
-                                                if (*lk, s) in best else "" for s in sizes])
-        return [f"Best degree (its mean score) per training-set size, {_task_name(task)}, {method}:", ""] + \
+            body.append([label, str(lk[1])] + [text((*lk, s)) if (*lk, s) in best else "" for s in sizes])
+        return [f"Best degree per training-set size, {_task_name(task)}, {method}: its mean score, its lead over "
+                "the runner-up degree, and whether that lead is *clear* (more than the larger std, with at least "
+                f"{MIN_SEEDS} seeds each):", ""] + \
             _markdown_table(header, body, ["---", "---:"] + ["---:"] * len(sizes)) + [""]
 
     # ---- figures
