@@ -410,7 +410,7 @@ def test_pool_is_seeded(wordnet, tokenizer, sst2_rows) -> None:
 def test_pool_on_pairs_and_shortfall_warning(wordnet, tokenizer) -> None:
     texts = [("xqzt blorf happy zzkq", "the good movie"), ("a great film .", "vrrm qqqx")]
     aug = SynonymReplacement(degree=1.0)
-    with pytest.warns(UserWarning, match="fell short"):
+    with pytest.warns(UserWarning, match=r"7 of the word changes that degree 1.0 asks for were impossible .*fell short"):
         aug.prepare(make_ctx(texts, tokenizer, copies=1))
     view = aug.pool[0]
     assert view.token_type_ids is not None and all(1 in t for t in view.token_type_ids)

@@ -242,10 +242,10 @@ class _TextAugmenter(PooledAugmenter):
         if shortfall > 0:
             total = max(1, sum(eligible))
             warnings.warn(
-                f"{self.name} view {copy}: changes fell short of the nominal degree {self.degree} "
-                f"(realised {sum(changed) / total:.4f}): {shortfall} requested word changes were impossible "
-                f"({shortfall / total:.4f} of all {sum(eligible)} words; too few words with WordNet "
-                f"synonyms, or too few words to swap/delete)",
+                f"{self.name} view {copy}: {shortfall} of the word changes that degree {self.degree} asks for "
+                f"were impossible ({shortfall / total:.4f} of all {sum(eligible)} words: too few words with "
+                f"WordNet synonyms, or too few words to swap/delete), so some examples fell short; share of "
+                f"words changed over the view: {sum(changed) / total:.4f}",
                 stacklevel=2,
             )
         if not texts:
