@@ -159,7 +159,11 @@ def _variant_key(r: _Row) -> tuple:
 
 
 def _variant_label(mode: str, method: str, degree: Any, copies: int, cond: tuple) -> str:
-    text = f"{mode.upper()} {method}"
+    return f"{mode.upper()} {_method_label(method, degree, copies, cond)}"
+
+
+def _method_label(method: str, degree: Any, copies: int, cond: tuple) -> str:
+    text = method
     bits = []
     if degree is not None:
         bits.append(f"degree {degree:g}")
@@ -303,9 +307,6 @@ class Report:
             v = max(order, key=lambda v: side[v].mean)  # first of equal means in method order
             return v, side[v]
 
-        def label(v: tuple) -> str:
-            return _variant_label("kd", v[0], v[1], v[2], ())[3:]
-
         body, tally = [], defaultdict(int)
         for col in columns:
             mine = {v: c for (k, v), c in cells.items() if k == col}
@@ -327,8 +328,8 @@ class Report:
             tally[outcome.strip("*")] += 1
             none = [c for v, c in mine.items() if v[0] == "none"]
             name = f"{_task_name(col[0])} n={_size_name(col[1])}" + (f" ({_cond_label(col[2])})" if col[2] else "")
-            body.append([name, none[0].text() if len(none) == 1 else "", f"{label(va)}: {ca.text()}",
-                         f"{label(vo)}: {co.text()}", f"{gap:+.1f}",
+            body.append([name, none[0].text() if len(none) == 1 else "", f"{_method_label(*va, ())}: {ca.text()}",
+                         f"{_method_label(*vo, ())}: {co.text()}", f"{gap:+.1f}",
                          f"{spread:.1f}" if min(ca.n, co.n) >= 2 else "–", outcome])
         if not body:
             return []
@@ -444,9 +445,13 @@ class Report:
                 f"higher (by more than the larger std, with at least {MIN_SEEDS} seeds each):", ""] + \
             _markdown_table(["mode"] + [f"n={_size_name(s)}" for s in sizes], body) + [""]
 
-    def _best_degrees(self, deg_rows: list[_Row]) -> dict[tuple, tuple[float, Cell]]:
-        """(mode, copies, cond, size) -> (best degree, its cell)."""
-        cells = self._cells(deg_rows, lambda r: ((r.mode, r.copies, r.cond, r.size), r.degree))
+    def _degree_cells(self, deg_rows: list[_Row]) -> dict[tuple, Cell]:
+        """((mode, copies, cond, size), degree) -> cell."""
+        return self._cells(deg_rows, lambda r: ((r.mode, r.copies, r.cond, r.size), r.degree))
+
+    @staticmethod
+    def _best_degrees(cells: dict[tuple, Cell]) -> dict[tuple, tuple[float, Cell]]:
+        """(mode, copies, cond, size) -> (best degree, its cell), from :meth:`_degree_cells`."""
         best: dict[tuple, tuple[float, Cell]] = {}
         for (key, degree), cell in sorted(cells.items(), key=lambda kv: (repr(kv[0][0]), _sort_key(kv[0][1]))):
             if key not in best or round(cell.mean, 6) > round(best[key][1].mean, 6):
@@ -454,8 +459,8 @@ class Report:
         return best
 
     def best_degree_table(self, task: str, method: str, deg_rows: list[_Row]) -> list[str]:
-        best = self._best_degrees(deg_rows)
-        cells = self._cells(deg_rows, lambda r: ((r.mode, r.copies, r.cond, r.size), r.degree))
+        cells = self._degree_cells(deg_rows)
+        best = self._best_degrees(cells)
         sizes = sorted({k[3] for k in best}, key=_sort_key)
         lines_keys = sorted({k[:3] for k in best}, key=lambda k: (_mode_key(k[0]), k[1], repr(k[2])))
         header = ["mode", "copies"] + [f"n={_size_name(s)}" for s in sizes]
@@ -551,7 +556,7 @@ class Report:
 
     def best_degree_figure(self, out: Path, task: str, method: str, rows: list[_Row], suffix: str) -> None:
         deg_rows = [r for r in rows if r.method == method]
-        best = self._best_degrees(deg_rows)
+        best = self._best_degrees(self._degree_cells(deg_rows))
         sizes = sorted({k[3] for k in best if k[3] is not None})
         if len(sizes) < 2:
             return
