@@ -2,7 +2,10 @@
 # Start (or resume) both shipped study grids in the background, one thread each, side by side.
 #
 #   AUGPRO_DATA_DIR=../shared/data/glue bash scripts/run_studies.sh    # logs: runs/logs/<study>.log
+#   WORKERS=2 AUGPRO_DATA_DIR=... bash scripts/run_studies.sh          # two workers per unfinished study
 #
+# Workers of one study split its runs (each run and teacher is claimed; see augpro.study); a
+# finished study's workers exit at once, so WORKERS=2 puts both cores on the one that is left.
 # Each grid skips its finished runs (results.jsonl) and retrains any teacher it lacks, so this is
 # the same command on a fresh machine and after a stop. Commit progress with
 # `bash scripts/stage_study_results.sh && git commit`. Stop with `pkill -f "augpro study"`
@@ -18,6 +21,11 @@ for cfg in configs/degree-study.yaml configs/augpro-methods.yaml; do
     echo "$cfg: already running"
     continue
   fi
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} nohup "$augpro" study "$cfg" >> "runs/logs/$name.log" 2>&1 &
-  echo "$cfg: started (pid $!), log runs/logs/$name.log"
+  for w in $(seq "${WORKERS:-1}"); do
+    log=runs/logs/$name.log
+    [ "$w" -gt 1 ] && log=runs/logs/$name.worker$w.log
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} nohup "$augpro" study "$cfg" >> "$log" 2>&1 &
+    echo "$cfg: started worker $w (pid $!), log $log"
+    sleep 1  # the first worker repairs the results file before the others join
+  done
 done

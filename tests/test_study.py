@@ -757,3 +757,128 @@ def test_report_augpro_table_applies_the_verdict_rule(tmp_path):
     (tmp_path / "d.jsonl").write_text("\n".join(keep) + "\n")
     write_report(str(tmp_path / "d.jsonl"), str(tmp_path / "rep2"))
     assert "AugPro against" not in (tmp_path / "rep2" / "README.md").read_text()
+
+
+# --------------------------------------------------------------------------- several workers
+
+
+WORKER_SCRIPT = KILL_SCRIPT.replace(
+    "    (out / \"model.safetensors\").write_bytes(b\"\\0\" * 4096)\n",
+    "    (out / \"model.safetensors\").write_bytes(b\"\\0\" * 4096)\n"
+    "    with open(sys.argv[2], \"a\") as log:  # who trained what: one short line per call\n"
+    "        log.write(f\"{os.getpid()} {cfg.mode} {out.name}\\n\")\n",
+).replace("import json, random, sys, time, types", "import json, os, random, sys, time, types").replace(
+    "random.uniform(0.0, 0.03)", "0.05")  # long enough that both workers are up before the grid is done
+
+
+def test_two_workers_split_a_study_and_train_everything_once(tmp_path):
+    doc = {"output_dir": str(tmp_path / "out"), "teacher": {"epochs": 1},
+           "grids": [{"task": ["sst2", "rte"], "train_size": [50, 100], "mode": ["kd", "ft"],
+                      "augment": ["none", "knn"], "degree": [0.1, 0.3], "seed": [0, 1]}]}
+    cfg = write_yaml(tmp_path / "w.yaml", doc)
+    study = load_study(cfg)
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT)
+    assert "os.getpid()" in script.read_text()
+    calls = tmp_path / "calls.log"
+    procs = [subprocess.Popen([sys.executable, str(script), str(cfg), str(calls)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    rows = read_results(study.results_path)
+    assert len(result_lines(study.results_path)) == len(rows) == len(study.runs)
+    assert {r["run_id"] for r in rows} == {r.run_id for r in study.runs}
+    log = [line.split() for line in calls.read_text().splitlines()]
+    students = [name for _, mode, name in log if mode != "teacher"]
+    teachers = [name for _, mode, name in log if mode == "teacher"]
+    assert sorted(students) == sorted(r.run_id for r in study.runs)  # no run trained twice
+    assert sorted(teachers) == sorted(t.folder.name for t in study.teachers.values())  # nor a teacher
+    assert len({pid for pid, _, _ in log}) == 2  # both workers did work
+    assert not list((tmp_path / "out" / CLAIMS).iterdir())  # finished claims are cleaned up
+
+
+CLAIMS = study_mod.CLAIMS_DIR
+
+
+def test_worker_trains_other_teachers_while_one_is_claimed(small, tmp_path, monkeypatch, capsys):
+    """A teacher another worker is training is not waited for: later runs (and their teacher) go first."""
+    study = load_study(small)
+    first_teacher = study.runs[0].teacher
+    assert first_teacher is not None and study.runs[0].settings["seed"] == 0
+    study.output_dir.mkdir(parents=True)
+    held = study_mod._claim(study.output_dir, f"teacher-{first_teacher.teacher_id}")
+    assert held is not None
+    calls: list[dict] = []
+    inner = FakeRunner()
+
+    def runner(cfg):
+        calls.append(cfg.to_dict())
+        if len(calls) == 8:
+            held.close()  # the other worker's teacher is done (its claim goes)
+        return inner(cfg)
+
+    monkeypatch.setattr(study_mod, "run_training", runner)
+    monkeypatch.setattr(study_mod, "WAIT_POLL_S", 0.01)
+    assert run_study(str(small)) == 0
+    seeds_before_release = [(c["mode"], c["seed"]) for c in calls[:8]]
+    # nothing that needs the held seed-0 teacher ran while it was held
+    assert ("kd", 0) not in seeds_before_release and ("teacher", 0) not in seeds_before_release
+    assert ("teacher", 1) in seeds_before_release and ("ft", 0) in seeds_before_release
+    assert len(read_results(study.results_path)) == len(study.runs)
+    assert [c["seed"] for c in calls if c["mode"] == "teacher"] == [1, 0]
+
+
+def test_worker_waits_for_a_teacher_when_nothing_else_is_left(tmp_path, monkeypatch):
+    doc = {"output_dir": str(tmp_path / "out"), "grids": [{"task": "sst2", "mode": "kd", "augment": "none",
+                                                           "seed": 0}]}
+    cfg = write_yaml(tmp_path / "one.yaml", doc)
+    study = load_study(cfg)
+    study.output_dir.mkdir(parents=True)
+    held = study_mod._claim(study.output_dir, f"teacher-{study.runs[0].teacher.teacher_id}")
+    sleeps: list[float] = []
+
+    def fake_sleep(s):
+        sleeps.append(s)
+        if len(sleeps) == 3:
+            held.close()
+
+    monkeypatch.setattr(study_mod.time, "sleep", fake_sleep)
+    runner = FakeRunner()
+    monkeypatch.setattr(study_mod, "run_training", runner)
+    assert run_study(str(cfg)) == 0
+    assert len(sleeps) == 3 and len(runner.students()) == 1
+    assert len(read_results(study.results_path)) == 1
+
+
+def test_worker_leaves_runs_other_workers_hold(small, fake, capsys):
+    study = load_study(small)
+    study.output_dir.mkdir(parents=True)
+    held = [study_mod._claim(study.output_dir, r.run_id) for r in study.runs[-3:]]
+    assert run_study(str(small)) == 0
+    out = capsys.readouterr().out
+    assert "3 of 20 runs are being run by other workers" in out
+    assert len(read_results(study.results_path)) == 17 and len(fake.students()) == 17
+    for h in held:
+        h.close()
+    assert run_study(str(small)) == 0 and len(read_results(study.results_path)) == 20
+
+
+def test_prune_refuses_while_a_worker_runs(small, fake):
+    run_study(str(small))
+    study = load_study(small)
+    worker = study_mod._worker_lock(study.output_dir, study.results_path)
+    try:
+        with pytest.raises(UserError, match="running"):
+            run_study(str(small), prune=True)
+    finally:
+        worker.close()
+    assert run_study(str(small), prune=True) == 0
+
+
+def test_append_after_a_torn_fragment_keeps_the_new_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    append_line(path, {"run_id": "a"})
+    with open(path, "ab") as fh:
+        fh.write(b'{"run_id": "b", "sco')  # a worker killed mid-write while another goes on
+    append_line(path, {"run_id": "c"})
+    assert [r["run_id"] for r in read_results(path)] == ["a", "c"]

@@ -45,6 +45,13 @@ then ``fsync``), then the run's weights and logs are deleted (``metrics.json``, 
 and ``train.log`` stay). A run folder without a results line is stale and is re-run from
 scratch. On start a torn last line (a kill in the middle of a write) is cut off, and duplicated
 run ids are ignored, so no truncated or repeated line is ever counted.
+
+Several workers may run one study at once: start the same ``augpro study CONFIG`` in more
+processes on the machine and they split the runs (``flock`` locks: a local disk, not NFS). Each run, and each teacher
+while it trains, is claimed with a lock file under ``<output_dir>/.claims/``; a worker skips what
+another holds, re-reads ``results.jsonl`` before it starts a run, and trains a later run's teacher
+rather than wait for one being trained elsewhere. A claim dies with its process, so a killed
+worker's run is simply free again. ``--prune`` needs every worker stopped.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -424,10 +432,18 @@ def append_line(path: Path, row: dict[str, Any]) -> None:
 
 
 def _append_bytes(path: Path, data: bytes) -> None:
-    """One write of ``data`` on an O_APPEND descriptor, then fsync (and the folder's, for a new file)."""
+    """One write of ``data`` on an O_APPEND descriptor, then fsync (and the folder's, for a new file).
+
+    If the file does not end with a newline (a writer killed mid-line while other workers went on),
+    the write starts with one, so the torn fragment stays a line of its own that readers skip
+    instead of spoiling the line written after it.
+    """
     created = not path.exists()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
         written = os.write(fd, data)
         while written < len(data):  # regular files write all at once; a short write is finished here
             written += os.write(fd, data[written:])
@@ -507,19 +523,67 @@ def _quiet(log_path: Path | None) -> Iterator[None]:
         aug_logger.setLevel(old_aug)
 
 
-def _lock(out: Path):
-    """An exclusive lock on the study folder (two processes would run the same runs twice)."""
-    fh = open(out / ".lock", "w")
+CLAIMS_DIR = ".claims"
+#: seconds between looks when every runnable run waits on a teacher another worker is training
+WAIT_POLL_S = 10.0
+
+
+def _flock(path: Path, exclusive: bool = True, wait: bool = False):
+    """An open file holding a ``flock`` on ``path`` (created if missing), or None if another process
+    holds a conflicting lock (only when ``wait`` is False). The lock goes with the file: closing it,
+    or the death of the process, releases it, so a killed worker never leaves a stale claim."""
+    fh = open(path, "a")
     try:
         import fcntl
-
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except ImportError:  # pragma: no cover - not POSIX
-        pass
+    except ImportError:  # pragma: no cover - not POSIX: no locking, one worker at a time is the user's job
+        return fh
+    flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fh.fileno(), flags)
     except OSError:
         fh.close()
-        raise UserError(f"another `augpro study` is running in {out}") from None
+        return None
     return fh
+
+
+def _lock(out: Path):
+    """The exclusive study lock (for ``--prune``, which rewrites results.jsonl): no worker may run."""
+    fh = _flock(out / ".lock")
+    if fh is None:
+        raise UserError(f"`augpro study` is running in {out}; stop it (all its workers) first")
+    return fh
+
+
+def _worker_lock(out: Path, results_path: Path):
+    """The study lock as a worker holds it: shared, so that more workers can join.
+
+    The first worker takes it exclusively for a moment to cut a torn last line of the results file
+    (only a killed writer leaves one, and nobody else is appending then), then shares it.
+    """
+    fh = _flock(out / ".lock")
+    if fh is None:  # other workers are running: they repaired the file when the first one started
+        return _flock(out / ".lock", exclusive=False, wait=True)
+    repair_results(results_path)
+    with contextlib.suppress(ImportError):
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
+    return fh
+
+
+def _claim(out: Path, name: str):
+    """Claim ``name`` (a run id, or ``teacher-<id>``) for this worker; None if another worker has it."""
+    folder = out / CLAIMS_DIR
+    folder.mkdir(exist_ok=True)
+    return _flock(folder / f"{name}.lock")
+
+
+def _drop_claim(out: Path, name: str) -> None:
+    """Delete a claim file whose work is done (its line written, or its teacher's metrics.json), while
+    still holding it. A worker that opened the file before it went, and locks it after, finds the
+    work done and skips it; so does one that creates a new file."""
+    with contextlib.suppress(OSError):
+        (out / CLAIMS_DIR / f"{name}.lock").unlink()
 
 
 def _clear_run_folder(folder: Path) -> None:
@@ -653,7 +717,7 @@ def run_study(config_path: str, output_dir: str | None = None, limit: int | None
         return 0
 
     study.output_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock(study.output_dir)
+    lock = _worker_lock(study.output_dir, study.results_path)
     old_handler = None
     try:
         with contextlib.suppress(ValueError):  # not in the main thread: no handler
@@ -665,77 +729,119 @@ def run_study(config_path: str, output_dir: str | None = None, limit: int | None
         lock.close()
 
 
+def _finished_ids(path: Path) -> set[str]:
+    return {row["run_id"] for row in read_results(path)}
+
+
 def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
+    """Run the unfinished runs of ``study`` in order, sharing them with any other worker.
+
+    Each run is claimed (a lock file under ``.claims/``) before it starts, and skipped when another
+    worker holds its claim or has finished it meanwhile. A teacher is claimed the same way while it
+    trains: a worker that finds its run's teacher being trained by another worker goes on to later
+    runs (training their teacher itself, if it is still missing) and comes back when that teacher
+    is done, so two workers train two teachers at once instead of one waiting.
+    """
     from tqdm.auto import tqdm
 
     results_path = study.results_path
-    repair_results(results_path)  # we hold the lock: nobody else appends
     _stale_notice(study, resume_cmd)
-    done_ids = {row["run_id"] for row in read_results(results_path)}
+    done_ids = _finished_ids(results_path)
     todo = [r for r in study.runs if r.run_id not in done_ids]
     total, n_done = len(study.runs), len(study.runs) - len(todo)
     for run in study.runs:  # a kill between a run's line and its clean-up left its weights behind
         folder = Path(run.settings["output_dir"])
         if run.run_id in done_ids and folder.is_dir():
             _clear_run_folder(folder)
-    if limit is not None:
-        todo = todo[:limit]
     if n_done == total:
         print(f"augpro study: all {total} runs of {study.path} are finished ({results_path})")
         return 0
-    print(f"augpro study: {total} runs, {n_done} finished, running {len(todo)} -> {results_path}")
+    print(f"augpro study: {total} runs, {n_done} finished, running {len(todo) if limit is None else min(limit, len(todo))}"
+          f" -> {results_path}")
     (study.output_dir / "runs").mkdir(parents=True, exist_ok=True)
     teacher_metrics: dict[str, dict[str, Any]] = {}
-    bar = tqdm(total=len(todo), desc="study", unit="run", dynamic_ncols=True, smoothing=0.1)
+    goal = len(todo) if limit is None else min(limit, len(todo))
+    bar = tqdm(total=goal, desc="study", unit="run", dynamic_ncols=True, smoothing=0.1)
     current: Run | None = None
     finished = 0
+    pending = list(todo)
     try:
-        for run in todo:
-            current = run
-            t_metrics = None
-            if run.teacher is None and run.settings["mode"] == "kd":  # a teacher folder named in the YAML
-                given = Path(str(run.settings["teacher"])) / "metrics.json"
-                if given.is_file():
-                    with contextlib.suppress(ValueError, OSError):
-                        t_metrics = json.loads(given.read_text())
-            if run.teacher is not None:
-                if run.teacher.teacher_id not in teacher_metrics:
-                    bar.set_postfix_str(f"teacher {run.teacher.folder.name}", refresh=True)
-                    teacher_metrics[run.teacher.teacher_id] = _ensure_teacher(run.teacher)
-                t_metrics = teacher_metrics[run.teacher.teacher_id]
-            bar.set_postfix_str(run.describe(), refresh=True)
-            folder = Path(run.settings["output_dir"])
-            if folder.exists():
-                shutil.rmtree(folder)  # stale: started earlier, never got a results line
-            folder.mkdir(parents=True)
-            train = _trainer()
-            with _quiet(folder / "train.log"):
-                result = train(TrainConfig(**run.settings))
-            row = _result_line(run, result, t_metrics)
-            append_line(results_path, row)
-            current = None
-            finished += 1
-            _clear_run_folder(folder)
-            bar.update(1)
-            tqdm.write(_summary(n_done + finished, total, run, row))
+        while pending and finished < goal:
+            done_ids = _finished_ids(results_path)
+            pending = [r for r in pending if r.run_id not in done_ids]
+            ran, waiting = False, False
+            for run in pending:
+                claim = _claim(study.output_dir, run.run_id)
+                if claim is None:
+                    continue  # another worker is running it
+                with claim:
+                    if run.run_id in _finished_ids(results_path):
+                        continue  # another worker finished it after the list above was read
+                    t_metrics = None
+                    if run.teacher is None and run.settings["mode"] == "kd":  # a teacher folder named in the YAML
+                        given = Path(str(run.settings["teacher"])) / "metrics.json"
+                        if given.is_file():
+                            with contextlib.suppress(ValueError, OSError):
+                                t_metrics = json.loads(given.read_text())
+                    if run.teacher is not None:
+                        tid = run.teacher.teacher_id
+                        if tid not in teacher_metrics:
+                            t_claim = _claim(study.output_dir, f"teacher-{tid}")
+                            if t_claim is None:  # another worker is training it: come back later
+                                waiting = True
+                                continue
+                            with t_claim:
+                                bar.set_postfix_str(f"teacher {run.teacher.folder.name}", refresh=True)
+                                current = run
+                                teacher_metrics[tid] = _ensure_teacher(run.teacher)
+                                _drop_claim(study.output_dir, f"teacher-{tid}")
+                        t_metrics = teacher_metrics[tid]
+                    current = run
+                    bar.set_postfix_str(run.describe(), refresh=True)
+                    folder = Path(run.settings["output_dir"])
+                    if folder.exists():
+                        shutil.rmtree(folder)  # stale: started earlier, never got a results line
+                    folder.mkdir(parents=True)
+                    train = _trainer()
+                    with _quiet(folder / "train.log"):
+                        result = train(TrainConfig(**run.settings))
+                    row = _result_line(run, result, t_metrics)
+                    append_line(results_path, row)  # before the claim goes: a later claimant sees it done
+                    _drop_claim(study.output_dir, run.run_id)
+                current = None
+                finished += 1
+                _clear_run_folder(folder)
+                bar.update(1)
+                tqdm.write(_summary(len(_finished_ids(results_path)), total, run, row))
+                ran = True
+                break  # back to the first pending run: earlier runs keep priority
+            if not ran:
+                if not waiting:
+                    break  # everything left is being run by other workers
+                bar.set_postfix_str("waiting for a teacher another worker is training", refresh=True)
+                time.sleep(WAIT_POLL_S)
     except KeyboardInterrupt:
         bar.close()
-        print(f"\naugpro study: interrupted; {n_done + finished} of {total} runs are finished and kept in "
-              f"{results_path}. Resume with: {resume_cmd}", file=sys.stderr)
+        print(f"\naugpro study: interrupted; {len(_finished_ids(results_path))} of {total} runs are finished and "
+              f"kept in {results_path}. Resume with: {resume_cmd}", file=sys.stderr)
         return 130
     except BaseException as exc:
         bar.close()
         what = f"run {current.run_id} ({current.describe()})" if current is not None else "the study"
         if isinstance(exc, UserError):
             raise UserError(f"{what}: {exc}") from None
-        print(f"augpro study: {what} failed; {n_done + finished} of {total} runs are finished. Fix the cause and "
-              f"resume with: {resume_cmd}", file=sys.stderr)
+        print(f"augpro study: {what} failed; {len(_finished_ids(results_path))} of {total} runs are finished. Fix "
+              f"the cause and resume with: {resume_cmd}", file=sys.stderr)
         raise
     bar.close()
-    left = total - n_done - finished
-    if left:
-        print(f"augpro study: stopped after {finished} runs (--limit); {left} left. Resume with: {resume_cmd}")
-    else:
+    n_now = len(_finished_ids(results_path) & {r.run_id for r in study.runs})
+    left = total - n_now
+    if not left:
         print(f"augpro study: all {total} runs finished. Summarise with: augpro report {results_path} "
               f"--output DIR")
+    elif finished >= goal and limit is not None:
+        print(f"augpro study: stopped after {finished} runs (--limit); {left} left. Resume with: {resume_cmd}")
+    else:
+        print(f"augpro study: this worker is done; {left} of {total} runs are being run by other workers "
+              f"(if they were stopped, resume with: {resume_cmd})")
     return 0
