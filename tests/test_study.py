@@ -794,13 +794,10 @@ def test_two_workers_split_a_study_and_train_everything_once(tmp_path):
     assert sorted(students) == sorted(r.run_id for r in study.runs)  # no run trained twice
     assert sorted(teachers) == sorted(t.folder.name for t in study.teachers.values())  # nor a teacher
     assert len({pid for pid, _, _ in log}) == 2  # both workers did work
-    assert not list((tmp_path / "out" / CLAIMS).iterdir())  # finished claims are cleaned up
+    assert not list((tmp_path / "out" / study_mod.CLAIMS_DIR).iterdir())  # finished claims are cleaned up
 
 
-CLAIMS = study_mod.CLAIMS_DIR
-
-
-def test_worker_trains_other_teachers_while_one_is_claimed(small, tmp_path, monkeypatch, capsys):
+def test_worker_trains_other_teachers_while_one_is_claimed(small, monkeypatch):
     """A teacher another worker is training is not waited for: later runs (and their teacher) go first."""
     study = load_study(small)
     first_teacher = study.runs[0].teacher
