@@ -853,7 +853,7 @@ def test_worker_leaves_runs_other_workers_hold(small, fake, capsys):
     held = [study_mod._claim(study.output_dir, r.run_id) for r in study.runs[-3:]]
     assert run_study(str(small)) == 0
     out = capsys.readouterr().out
-    assert "3 of 20 runs are being run by other workers" in out
+    assert "other workers are running the last 3 of 20 runs" in out
     assert len(read_results(study.results_path)) == 17 and len(fake.students()) == 17
     for h in held:
         h.close()

@@ -842,6 +842,6 @@ def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
     elif finished >= goal and limit is not None:
         print(f"augpro study: stopped after {finished} runs (--limit); {left} left. Resume with: {resume_cmd}")
     else:
-        print(f"augpro study: this worker is done; {left} of {total} runs are being run by other workers "
+        print(f"augpro study: this worker is done; other workers are running the last {left} of {total} runs "
               f"(if they were stopped, resume with: {resume_cmd})")
     return 0
