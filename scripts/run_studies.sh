@@ -26,6 +26,6 @@ for cfg in configs/degree-study.yaml configs/augpro-methods.yaml; do
     [ "$w" -gt 1 ] && log=runs/logs/$name.worker$w.log
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} nohup "$augpro" study "$cfg" >> "$log" 2>&1 &
     echo "$cfg: started worker $w (pid $!), log $log"
-    sleep 1  # the first worker repairs the results file before the others join
+    sleep 1  # stagger the starts (the study lock already makes the others wait for the first one's repair)
   done
 done
