@@ -74,6 +74,11 @@ from typing import Any, Iterator
 
 import yaml
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no locking, one worker at a time is the user's job
+    fcntl = None
+
 from augpro.config import TrainConfig, validate
 from augpro.errors import UserError
 
@@ -426,6 +431,10 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
+def _finished_ids(path: Path) -> set[str]:
+    return {row["run_id"] for row in read_results(path)}
+
+
 def append_line(path: Path, row: dict[str, Any]) -> None:
     """Append one JSON line atomically: a single write on an O_APPEND descriptor, then fsync."""
     _append_bytes(path, (json.dumps(row, sort_keys=True, default=str) + "\n").encode())
@@ -533,9 +542,7 @@ def _flock(path: Path, exclusive: bool = True, wait: bool = False):
     holds a conflicting lock (only when ``wait`` is False). The lock goes with the file: closing it,
     or the death of the process, releases it, so a killed worker never leaves a stale claim."""
     fh = open(path, "a")
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no locking, one worker at a time is the user's job
+    if fcntl is None:  # pragma: no cover - not POSIX
         return fh
     flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
     try:
@@ -564,9 +571,7 @@ def _worker_lock(out: Path, results_path: Path):
     if fh is None:  # other workers are running: they repaired the file when the first one started
         return _flock(out / ".lock", exclusive=False, wait=True)
     repair_results(results_path)
-    with contextlib.suppress(ImportError):
-        import fcntl
-
+    if fcntl is not None:
         fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
     return fh
 
@@ -707,7 +712,7 @@ def run_study(config_path: str, output_dir: str | None = None, limit: int | None
         return 0
     if dry_run:
         _stale_notice(study, resume_cmd)
-        done_ids = {row["run_id"] for row in read_results(study.results_path)}
+        done_ids = _finished_ids(study.results_path)
         todo = [r for r in study.runs if r.run_id not in done_ids]
         print(f"{study.path}: {len(study.runs)} runs ({len(study.runs) - len(todo)} finished, {len(todo)} to run), "
               f"{len(study.teachers)} teachers, output {study.output_dir}")
@@ -727,10 +732,6 @@ def run_study(config_path: str, output_dir: str | None = None, limit: int | None
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
         lock.close()
-
-
-def _finished_ids(path: Path) -> set[str]:
-    return {row["run_id"] for row in read_results(path)}
 
 
 def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
@@ -756,11 +757,10 @@ def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
     if n_done == total:
         print(f"augpro study: all {total} runs of {study.path} are finished ({results_path})")
         return 0
-    print(f"augpro study: {total} runs, {n_done} finished, running {len(todo) if limit is None else min(limit, len(todo))}"
-          f" -> {results_path}")
+    goal = len(todo) if limit is None else min(limit, len(todo))
+    print(f"augpro study: {total} runs, {n_done} finished, running {goal} -> {results_path}")
     (study.output_dir / "runs").mkdir(parents=True, exist_ok=True)
     teacher_metrics: dict[str, dict[str, Any]] = {}
-    goal = len(todo) if limit is None else min(limit, len(todo))
     bar = tqdm(total=goal, desc="study", unit="run", dynamic_ncols=True, smoothing=0.1)
     current: Run | None = None
     finished = 0
@@ -776,6 +776,7 @@ def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
                     continue  # another worker is running it
                 with claim:
                     if run.run_id in _finished_ids(results_path):
+                        _drop_claim(study.output_dir, run.run_id)
                         continue  # another worker finished it after the list above was read
                     t_metrics = None
                     if run.teacher is None and run.settings["mode"] == "kd":  # a teacher folder named in the YAML
