@@ -237,7 +237,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         dataloader_pin_memory=torch.cuda.is_available(),
         # several CPU processes (torchrun / accelerate launch without GPUs): DDP over gloo
-        use_cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        use_cpu=not torch.cuda.is_available() and (int(os.environ.get("WORLD_SIZE", "1")) > 1 or cfg.bf16),
         remove_unused_columns=False,
         disable_tqdm=not cfg.progress,
         label_names=["labels"],
