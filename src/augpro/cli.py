@@ -77,7 +77,9 @@ def add_train_args(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--no-eval-every-epoch", dest="eval_every_epoch", action="store_false")
     g.add_argument("--no-cache", dest="cache", action="store_false", help="do not use the teacher-logit cache")
     g.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    g.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPUs)")
+    g.add_argument("--bf16", action="store_true",
+                   help="bf16 mixed precision (autocast) for the model trained: GPUs, and CPUs with native "
+                        "bf16 (AVX512-BF16, AMX; elsewhere slower than fp32)")
     g.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPUs)")
     g.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
     g.add_argument("--trust-remote-code", action="store_true", help="allow models with custom code (off by default)")
@@ -94,6 +96,9 @@ def add_train_args(p: argparse.ArgumentParser, mode: str) -> None:
         k.add_argument("--temperature", type=float, default=1.0)
         k.add_argument("--kd-weight", type=float, default=1.0)
         k.add_argument("--ce-weight", type=float, default=0.0)
+        k.add_argument("--bf16-teacher", action="store_true",
+                       help="the teacher's inference in bf16 autocast: cached logits, pool labels, live targets "
+                            "(agreement with fp32: docs/performance.md)")
     if mode in ("kd", "ft"):
         add_augment_args(p)
 
@@ -120,6 +125,10 @@ def add_augment_args(p: argparse.ArgumentParser, training: bool = True) -> None:
                             "and cache (cached), per batch (live), or cached when training visits the whole pool (auto)")
     if training:
         a.add_argument("--aug-weight", type=float, default=1.0, help="weight of the augmented-data loss")
+        a.add_argument("--shared-forward", action="store_true",
+                       help="one student forward for a batch and its views (AugPro-Mix, token methods); AugPro-FGSM "
+                            "and FGSM take their gradient from the original forward. The same losses without "
+                            "dropout; with dropout other (equally valid) draws than the default path")
 
 
 def config_from_args(ns: argparse.Namespace, mode: str) -> TrainConfig:

@@ -73,8 +73,10 @@ class TrainConfig:
     eval_every_epoch: bool = True
     cache: bool = True
     threads: int | None = None
-    bf16: bool = False
+    bf16: bool = False                  # bf16 autocast for the student (training and evaluation)
     fp16: bool = False
+    bf16_teacher: bool = False          # bf16 autocast for the teacher's inference (logits, pool labels, live targets)
+    shared_forward: bool = False        # one student forward for a batch and its views (DistillTrainer)
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -14,6 +14,7 @@ rank)``, so a resumed run draws exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from augpro.augment.base import AugmentContext, Augmenter, teacher_view
+from augpro.augment.base import AugmentContext, AugmentedBatch, Augmenter, teacher_view
 from augpro.losses import kd_loss, label_loss
 
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -80,6 +81,55 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: batch[k] for k in MODEL_KEYS if k in batch}
 
 
+def stack_inputs(parts: list[dict[str, torch.Tensor]], pad_token_id: int = 0) -> dict[str, torch.Tensor] | None:
+    """Model inputs of several batches stacked along the batch dimension, for one forward over all
+    of them; rows are right-padded to the longest part (``pad_token_id``, attention mask and token
+    types 0: padding a row does not change its outputs at its real positions).
+
+    Returns ``None`` when the parts cannot share a forward: a part without ``input_ids`` (virtual
+    ``inputs_embeds``), with keys other than :data:`MODEL_KEYS`, or with different keys.
+    """
+    keys = set(parts[0])
+    if "input_ids" not in keys or not keys <= set(MODEL_KEYS) or any(set(p) != keys for p in parts[1:]):
+        return None
+    length = max(p["input_ids"].shape[1] for p in parts)
+    fill = {"input_ids": pad_token_id}
+    return {k: torch.cat([nn.functional.pad(p[k], (0, length - p[k].shape[1]), value=fill.get(k, 0))
+                          for p in parts]) for k in parts[0]}
+
+
+def split_outputs(outputs: Any, sizes: list[int], lengths: list[int]) -> list[Any]:
+    """Per-part outputs of one forward over :func:`stack_inputs`: every tensor field (and every
+    tensor in a tuple field, e.g. ``hidden_states``) whose first dimension is the stacked batch is
+    split along it; ``[B, L, d]`` tensors are cut back to the part's own length ``L``, attention
+    maps ``[B, H, L, L]`` likewise. Other fields are shared by all parts."""
+    total = sum(sizes)
+
+    def cut(x: torch.Tensor, length: int) -> torch.Tensor:
+        if x.dim() == 3:
+            return x[:, :length]
+        if x.dim() == 4:
+            return x[:, :, :length, :length]
+        return x
+
+    def pieces(value: Any) -> list[Any] | None:
+        if torch.is_tensor(value) and value.dim() and value.shape[0] == total:
+            return [cut(x, n) for x, n in zip(value.split(sizes), lengths)]
+        if isinstance(value, tuple) and value and all(torch.is_tensor(v) and v.dim() and v.shape[0] == total
+                                                      for v in value):
+            split = [pieces(v) for v in value]
+            return [tuple(s[i] for s in split) for i in range(len(sizes))]
+        return None
+
+    fields = {k: v for k, v in outputs.items()}
+    per_part: list[dict[str, Any]] = [{} for _ in sizes]
+    for key, value in fields.items():
+        chunks = pieces(value)
+        for i, part in enumerate(per_part):
+            part[key] = chunks[i] if chunks is not None else value
+    return [type(outputs)(**part) for part in per_part]
+
+
 class DistillTrainer(Trainer):
     """``Trainer`` subclass for teacher fine-tuning, KD and FT with any augmenter.
 
@@ -95,13 +145,23 @@ class DistillTrainer(Trainer):
         retokenize: a :class:`~augpro.retokenize.Retokenizer` when teacher and student tokenize
             differently (batches then carry the teacher's own ``teacher_input_ids`` ...).
         trim_memory: return freed heap memory to the OS after every step (:func:`release_free_memory`).
+        shared_forward: share the student's forward between the original batch and its views:
+            views of token ids (AugPro-Mix, token replacement, synonym, EDA) go through one
+            forward with the original batch (:func:`stack_inputs`), and gradient-based augmenters
+            (AugPro-FGSM, FGSM) take ``d loss / d inputs_embeds`` from the original forward instead
+            of running their own. Same losses and gradients as separate forwards (float tolerance)
+            when the student has no dropout; with dropout the draws differ (an equally valid run,
+            not the same one), which is why it is off by default.
+        bf16_teacher: run the teacher's forwards in the trainer (live targets on original and
+            augmented batches) under bf16 autocast.
     """
 
     def __init__(self, *args: Any, mode: str, teacher: nn.Module | None = None, augmenter: Augmenter | None = None,
                  copies: int = 1, temperature: float = 1.0, kd_weight: float = 1.0, ce_weight: float = 0.0,
                  aug_weight: float = 1.0, regression: bool = False, special_ids: torch.Tensor | None = None,
                  allowed: torch.Tensor | None = None, aug_seed: int = 0, retokenize: Any = None,
-                 trim_memory: bool = True, **kwargs: Any):
+                 trim_memory: bool = True, shared_forward: bool = False, bf16_teacher: bool = False,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.mode = mode
         self.teacher = teacher
@@ -121,6 +181,8 @@ class DistillTrainer(Trainer):
         self.aug_seed = aug_seed
         self.retokenize = retokenize
         self.trim_memory = trim_memory
+        self.shared_forward = shared_forward
+        self.bf16_teacher = bf16_teacher
         self._window: dict[str, list[float]] = defaultdict(list)
         self.totals: dict[str, float] = defaultdict(float)
 
@@ -136,66 +198,129 @@ class DistillTrainer(Trainer):
         seed = ((self.aug_seed * 1_000_003 + self.state.global_step) * 64 + copy) * 4096 + rank
         return torch.Generator().manual_seed(seed % (2**63 - 1))
 
-    @torch.no_grad()
+    def _teacher_forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The frozen teacher's logits on model inputs (float32), under bf16 autocast with ``bf16_teacher``."""
+        autocast = (torch.autocast(self.args.device.type, dtype=torch.bfloat16) if self.bf16_teacher
+                    else contextlib.nullcontext())
+        with torch.no_grad(), autocast:
+            return self.teacher(**inputs).logits.float()
+
     def _teacher_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if "teacher_logits" in batch:
             return batch["teacher_logits"].float()
-        return self.teacher(**(teacher_view(batch) or model_inputs(batch))).logits.float()
+        return self._teacher_forward(teacher_view(batch) or model_inputs(batch))
+
+    def _augment_context(self, model: nn.Module, inputs: dict[str, Any], t: torch.Tensor | None,
+                         input_gradient: torch.Tensor | None = None) -> AugmentContext:
+        return AugmentContext(
+            student=self.accelerator.unwrap_model(model),
+            teacher=self.teacher,
+            mode="kd" if self.mode == "kd" else "ft",
+            temperature=self.temperature,
+            regression=self.regression,
+            teacher_logits=(lambda _b, _t=t: _t),
+            special_ids=self.special_ids.to(inputs["input_ids"].device),
+            allowed=self.allowed,
+            teacher_batch=teacher_view(inputs),
+            retokenize=self.retokenize,
+            input_gradient=input_gradient,
+        )
+
+    def _step_path(self, model: nn.Module) -> str:
+        """How this step runs the student: ``separate`` forwards (the default), ``joint`` (one
+        forward over the original batch and its views) or ``input-gradient`` (the augmenter's
+        gradient taken from the original forward); see ``shared_forward``."""
+        if not (self.shared_forward and self.augmenter is not None and model.training and self.aug_weight):
+            return "separate"
+        if getattr(self.augmenter, "gradient_from_forward", False):
+            return "input-gradient" if self.retokenize is None else "separate"
+        return "joint"
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None):
         labels = inputs["labels"]
-        outputs = model(**model_inputs(inputs))
+        path = self._step_path(model)
+        views: list[tuple[AugmentedBatch, torch.Tensor]] | None = None
+        embeds = t = None
+        if path == "joint":
+            # every view first (they do not depend on the student's outputs), then one forward
+            t = self._teacher_logits(inputs) if self.mode == "kd" else None
+            ctx = self._augment_context(model, inputs, t)
+            augs = [self.augmenter.augment(inputs, ctx, self._generator(c), c) for c in range(self.copies)]
+            outputs, views = self._joint_forward(model, inputs, augs)
+        elif path == "input-gradient":
+            # the same forward as from input_ids (the table gets its gradient through embeds)
+            embeds = self.accelerator.unwrap_model(model).get_input_embeddings()(inputs["input_ids"])
+            outputs = model(inputs_embeds=embeds, **{k: v for k, v in model_inputs(inputs).items() if k != "input_ids"})
+        else:
+            outputs = model(**model_inputs(inputs))
         s = outputs.logits
-        t = None
         if self.mode == "kd":
-            t = self._teacher_logits(inputs)
-            loss = self.kd_weight * kd_loss(t, s, self.temperature, self.regression)
+            if t is None:
+                t = self._teacher_logits(inputs)
+            objective = kd_loss(t, s, self.temperature, self.regression)
+            loss = self.kd_weight * objective
             if self.ce_weight:
                 loss = loss + self.ce_weight * label_loss(s, labels, self.regression)
         else:
-            loss = label_loss(s, labels, self.regression)
+            loss = objective = label_loss(s, labels, self.regression)
         self._record("loss_orig", float(loss.detach()))
 
         if self.augmenter is not None and model.training and self.aug_weight:
-            ctx = AugmentContext(
-                student=self.accelerator.unwrap_model(model),
-                teacher=self.teacher,
-                mode="kd" if self.mode == "kd" else "ft",
-                temperature=self.temperature,
-                regression=self.regression,
-                teacher_logits=(lambda _b, _t=t: _t),
-                special_ids=self.special_ids.to(s.device),
-                allowed=self.allowed,
-                teacher_batch=teacher_view(inputs),
-                retokenize=self.retokenize,
-            )
+            grad = None
+            if path == "input-gradient":
+                # what fgsm_step's own forward would give: d objective / d inputs_embeds
+                (grad,) = torch.autograd.grad(objective, embeds, retain_graph=True)
+            ctx = self._augment_context(model, inputs, t, grad)
             for copy in range(self.copies):
-                aug = self.augmenter.augment(inputs, ctx, self._generator(copy), copy)
-                s_aug = model(**aug.student_inputs).logits
-                if self.mode == "kd":
-                    if aug.teacher_logits is not None:
-                        t_aug = aug.teacher_logits.float()
-                    else:
-                        with torch.no_grad():
-                            t_aug = self.teacher(**aug.teacher_inputs).logits.float()
-                    aug_loss = kd_loss(t_aug, s_aug, self.temperature, self.regression)
-                    if not self.regression:
-                        self._record("label_flip_rate", float((t_aug.argmax(-1) != t.argmax(-1)).float().mean()))
+                if views is not None:
+                    aug, s_aug = views[copy]
                 else:
-                    target = aug.soft_labels if aug.soft_labels is not None else labels
-                    aug_loss = label_loss(s_aug, target, self.regression)
+                    aug = self.augmenter.augment(inputs, ctx, self._generator(copy), copy)
+                    s_aug = model(**aug.student_inputs).logits
+                aug_loss = self._view_loss(aug, s_aug, t, labels)
                 loss = loss + self.aug_weight * aug_loss / self.copies
-                self._record("loss_aug", float(aug_loss.detach()))
-                if aug.changed is not None:
-                    self._record("aug_degree", float(aug.degree.mean()))
-                    self.totals["changed"] += float(aug.changed.sum())
-                    self.totals["eligible"] += float(aug.eligible.sum())
-                    self.totals["examples"] += float(aug.changed.numel())
-                    self.totals["degree_sum"] += float(aug.degree.sum())
-                for k, v in aug.extra.items():
-                    self._record(f"aug_{k}", v)
+                self._record_view(aug, aug_loss)
         return (loss, outputs) if return_outputs else loss
+
+    def _joint_forward(self, model: nn.Module, inputs: dict[str, Any], augs: list[AugmentedBatch]):
+        """The student's outputs on the original batch and its views' logits, from one forward over
+        all of them when they stack (token ids), else from one forward each."""
+        parts = [model_inputs(inputs)] + [aug.student_inputs for aug in augs]
+        pad = getattr(self.accelerator.unwrap_model(model).config, "pad_token_id", None)
+        stacked = stack_inputs(parts, pad if isinstance(pad, int) else 0)
+        if stacked is None:  # e.g. views of embeddings: the usual forwards
+            outputs = model(**parts[0])
+            return outputs, [(aug, model(**aug.student_inputs).logits) for aug in augs]
+        lengths = [p["input_ids"].shape[1] for p in parts]
+        split = split_outputs(model(**stacked), [p["input_ids"].shape[0] for p in parts], lengths)
+        return split[0], [(aug, out.logits) for aug, out in zip(augs, split[1:])]
+
+    def _view_loss(self, aug: AugmentedBatch, s_aug: torch.Tensor, t: torch.Tensor | None,
+                   labels: torch.Tensor) -> torch.Tensor:
+        """The loss of one augmented view (KD to the teacher's target on it, or the label loss)."""
+        if self.mode == "kd":
+            if aug.teacher_logits is not None:
+                t_aug = aug.teacher_logits.float()
+            else:
+                t_aug = self._teacher_forward(aug.teacher_inputs)
+            aug_loss = kd_loss(t_aug, s_aug, self.temperature, self.regression)
+            if not self.regression:
+                self._record("label_flip_rate", float((t_aug.argmax(-1) != t.argmax(-1)).float().mean()))
+            return aug_loss
+        target = aug.soft_labels if aug.soft_labels is not None else labels
+        return label_loss(s_aug, target, self.regression)
+
+    def _record_view(self, aug: AugmentedBatch, aug_loss: torch.Tensor) -> None:
+        self._record("loss_aug", float(aug_loss.detach()))
+        if aug.changed is not None:
+            self._record("aug_degree", float(aug.degree.mean()))
+            self.totals["changed"] += float(aug.changed.sum())
+            self.totals["eligible"] += float(aug.eligible.sum())
+            self.totals["examples"] += float(aug.changed.numel())
+            self.totals["degree_sum"] += float(aug.degree.sum())
+        for k, v in aug.extra.items():
+            self._record(f"aug_{k}", v)
 
     def _record(self, key: str, value: float) -> None:
         self._window[key].append(value)

@@ -169,6 +169,7 @@ class AugProFGSM(_ProjectingAugmenter):
     """
 
     name = "augpro-fgsm"
+    gradient_from_forward = True
 
     def __init__(self, eps: float = 4.0, degree: float | None = None, projection_table: str = "student",
                  chunk_size: int = 256):

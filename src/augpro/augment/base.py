@@ -42,6 +42,10 @@ class AugmentContext:
             and ``allowed`` then describe the teacher's vocabulary.
         retokenize: with different tokenizers, a :class:`~augpro.retokenize.Retokenizer` whose
             ``batch()`` turns augmented teacher tokens into the student's inputs (through text).
+        input_gradient: ``d loss / d inputs_embeds`` ``[B, L, d]`` of the student's forward on the
+            original batch (the loss a gradient-based augmenter differentiates: KD to
+            ``teacher_logits``, or the label loss in FT mode), when the trainer took it from its own
+            forward (``shared_forward``) for an augmenter with ``gradient_from_forward``; else ``None``.
     """
 
     student: nn.Module
@@ -54,6 +58,7 @@ class AugmentContext:
     allowed: torch.Tensor
     teacher_batch: Batch | None = None
     retokenize: Any = None
+    input_gradient: torch.Tensor | None = None
 
 
 @dataclass
@@ -131,6 +136,8 @@ class Augmenter:
     name: str = "none"
     #: whether :meth:`augment` needs the live teacher/student (embedding-space methods)
     needs_models: bool = False
+    #: whether :meth:`augment` can use ``ctx.input_gradient`` instead of a forward of its own
+    gradient_from_forward: bool = False
 
     def prepare(self, ctx: PrepareContext) -> None:
         """Build whatever the augmenter needs before training (default: nothing)."""

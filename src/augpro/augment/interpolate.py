@@ -166,7 +166,9 @@ def fgsm_step(batch: Batch, ctx: AugmentContext, eps: float) -> tuple[torch.Tens
 
     ``g = d/de loss(S(inputs_embeds=e))`` with the KD loss to the teacher's logits on the
     original input (CE to the gold label in FT mode); ``e_adv = e + eps * std * sign(g)`` on
-    eligible positions, ``std`` the table's per-dimension standard deviation.
+    eligible positions, ``std`` the table's per-dimension standard deviation. ``g`` is
+    ``ctx.input_gradient`` when the trainer took it from its forward on the original batch (the
+    same gradient without a second forward), else it comes from a forward run here.
 
     Returns ``e_adv [B, L, d]``, the gradient norm per position ``[B, L]`` and the eligible mask.
     """
@@ -174,14 +176,17 @@ def fgsm_step(batch: Batch, ctx: AugmentContext, eps: float) -> tuple[torch.Tens
     table = word_embeddings(ctx.student)
     eligible = eligible_mask(ids, batch["attention_mask"], ctx.special_ids)
     e = table.detach()[ids].clone().requires_grad_(True)
-    target = ctx.teacher_logits(batch) if ctx.mode == "kd" else None
-    with torch.enable_grad():
-        logits = ctx.student(inputs_embeds=e, **forward_inputs(batch)).logits
-        if target is not None:
-            loss = kd_loss(target.detach(), logits, ctx.temperature, ctx.regression)
-        else:
-            loss = label_loss(logits, batch["labels"], ctx.regression)
-        (grad,) = torch.autograd.grad(loss, e)
+    if ctx.input_gradient is not None:
+        grad = ctx.input_gradient.detach()
+    else:
+        target = ctx.teacher_logits(batch) if ctx.mode == "kd" else None
+        with torch.enable_grad():
+            logits = ctx.student(inputs_embeds=e, **forward_inputs(batch)).logits
+            if target is not None:
+                loss = kd_loss(target.detach(), logits, ctx.temperature, ctx.regression)
+            else:
+                loss = label_loss(logits, batch["labels"], ctx.regression)
+            (grad,) = torch.autograd.grad(loss, e)
     std = column_std(table.detach())
     step = eps * std * grad.sign()
     e_adv = (e.detach() + step * eligible.unsqueeze(-1)).detach()
@@ -198,6 +203,7 @@ class FGSM(Augmenter):
 
     name = "fgsm"
     needs_models = True
+    gradient_from_forward = True
 
     def __init__(self, eps: float = 1.0):
         self.eps = eps
