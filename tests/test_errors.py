@@ -261,6 +261,14 @@ ROWS = [
         [*AUGMENT[:4], "2", *AUGMENT[5:], *CUSTOM], "argument --degree: must be in [0, 1], got 2.0"),
     Row("copies-0", "`--copies 0`", glue(), [*GLUE_FT, "--augment", "mask", "--copies", "0"],
         "argument --copies: must be at least 1, got 0"),
+    Row("copies-pool-too-large", "`--copies 1000000` on 3 rows (an offline pool above the 2 GB limit)", glue(),
+        [*GLUE_FT, "--augment", "mask", "--copies", "1000000"],
+        "--copies 1000000 would hold an offline pool of about 16.7 GB in memory (1000000 views of 3 examples); "
+        "the limit is 2.0 GB. Use --copies 119875 or fewer, or raise the limit with AUGPRO_MAX_POOL_GB=N (GB)"),
+    Row("augment-copies-too-many", "`augment --copies 10000000` on 2 rows (rows held above the 2 GB limit)",
+        custom(CSV_OK), [*AUGMENT, "--copies", "10000000", *CUSTOM],
+        "--copies 10000000 would hold augmented rows of about 12.8 GB in memory (10000000 views of 2 examples); "
+        "the limit is 2.0 GB. Use --copies 1562500 or fewer, or raise the limit with AUGPRO_MAX_POOL_GB=N (GB)"),
     Row("max-length-too-small", "`--max-length 4`", glue(), [*GLUE_FT, "--max-length", "4"],
         "--max-length must be at least 8, got 4"),
     Row("max-length-too-large", "`--max-length 100000` (model has 512 positions)", glue(),

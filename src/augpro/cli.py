@@ -196,6 +196,8 @@ def _setup_logging() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_warning()
+    # one bar at a time: no "Loading weights" / "Writing model shards" bars inside a run's bar
+    hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=UserWarning, module="torch.utils.data")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

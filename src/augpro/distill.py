@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import inspect
 import os
 import shutil
 import sys
@@ -130,18 +131,90 @@ def split_outputs(outputs: Any, sizes: list[int], lengths: list[int]) -> list[An
     return [type(outputs)(**part) for part in per_part]
 
 
+def _user_defaults(trainer_kwargs: dict[str, Any], mode: str | None, teacher: nn.Module | None,
+                   augmenter: Augmenter | None, regression: bool | None, special_ids: torch.Tensor | None,
+                   allowed: torch.Tensor | None) -> tuple:
+    """:class:`DistillTrainer`'s settings that a user's script may leave out, derived from the models,
+    ``processing_class`` and the training set; sets a :class:`~augpro.collate.PaddingCollator` in
+    ``trainer_kwargs`` when there is no ``data_collator``. Settings given (as the runner gives them
+    all) are returned unchanged. Returns ``(mode, augmenter, regression, special_ids, allowed)``."""
+    student = trainer_kwargs.get("model")
+    if mode is None:
+        mode = "kd" if teacher is not None else "ft"
+    if regression is None:
+        config = getattr(student, "config", None)
+        regression = getattr(config, "problem_type", None) == "regression" or getattr(config, "num_labels", 2) == 1
+    need_vocab = augmenter is not None and (special_ids is None or allowed is None or _unprepared_pool(augmenter))
+    if not need_vocab and trainer_kwargs.get("data_collator") is not None:
+        return mode, augmenter, regression, special_ids, allowed
+    from augpro.vocab import find_tokenizer, resolve_vocabulary
+
+    tokenizer = trainer_kwargs.get("processing_class")
+    if not hasattr(tokenizer, "all_special_ids"):  # an image processor or none
+        tokenizer = find_tokenizer(teacher, student)
+    if need_vocab:
+        rows, type_rows = _sample_rows(trainer_kwargs.get("train_dataset"))
+        vocab = resolve_vocabulary(teacher, student, tokenizer=tokenizer, rows=rows, type_rows=type_rows)
+        special_ids = vocab.special_ids if special_ids is None else special_ids
+        allowed = vocab.allowed if allowed is None else allowed
+        if _unprepared_pool(augmenter):
+            from augpro.augment.plain import DirectAugmenter
+
+            augmenter = DirectAugmenter(augmenter, vocab)
+    if trainer_kwargs.get("data_collator") is None:
+        from augpro.collate import PaddingCollator
+
+        pad = getattr(tokenizer, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(getattr(student, "config", None), "pad_token_id", None)
+        trainer_kwargs["data_collator"] = PaddingCollator(pad if isinstance(pad, int) else 0, regression)
+    return mode, augmenter, regression, special_ids, allowed
+
+
+def _unprepared_pool(augmenter: Augmenter | None) -> bool:
+    """A pooled augmenter whose pool was never built (the runner builds it before training)."""
+    from augpro.augment.pool import PooledAugmenter
+
+    return isinstance(augmenter, PooledAugmenter) and not getattr(augmenter, "_pool", None)
+
+
+def _sample_rows(dataset: Any, n: int = 256) -> tuple[list[list[int]] | None, list[list[int]] | None]:
+    """Token rows (and token type rows) of the first ``n`` training examples, where the dataset can be
+    indexed; they show a tokenizer's boundary tokens when no tokenizer is known."""
+    rows: list[list[int]] = []
+    types: list[list[int]] = []
+    try:
+        for i in range(min(n, len(dataset))):
+            item = dataset[i]
+            rows.append([int(x) for x in item["input_ids"]])
+            if "token_type_ids" in item:
+                types.append([int(x) for x in item["token_type_ids"]])
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return (rows or None), None
+    return (rows or None), (types if types and len(types) == len(rows) else None)
+
+
 class DistillTrainer(Trainer):
     """``Trainer`` subclass for teacher fine-tuning, KD and FT with any augmenter.
 
+    Works in a plain Hugging Face script: ``DistillTrainer(model=student, teacher=teacher,
+    augmenter=augpro.AugProMix(degree=0.3), args=TrainingArguments(...), train_dataset=ds)``.
+    Whatever is not given is derived (:func:`_user_defaults`): the mode (``kd`` with a teacher,
+    else ``ft``), a padding collator, the special ids and allowed vocabulary (from
+    ``processing_class``, else the tokenizer saved with the models), ``regression`` (from the
+    student's config) and ``aug_seed`` (``args.seed``). A pooled augmenter (token replacement,
+    synonym, EDA) that was not prepared augments each batch directly
+    (:class:`~augpro.augment.plain.DirectAugmenter`).
+
     Args (besides ``Trainer``'s):
-        mode: ``teacher``, ``kd`` or ``ft``.
+        mode: ``teacher``, ``kd`` or ``ft`` (default: ``kd`` with a teacher, else ``ft``).
         teacher: frozen teacher (KD mode).
         augmenter: an augmenter or ``None``.
         copies: augmented views per batch.
         temperature, kd_weight, ce_weight, aug_weight: loss settings.
-        regression: the task is regression.
-        special_ids, allowed: token sets for augmenters.
-        aug_seed: base seed of the per-step augmentation generators.
+        regression: the task is regression (default: the student's config says so).
+        special_ids, allowed: token sets for augmenters (default: derived, see above).
+        aug_seed: base seed of the per-step augmentation generators (default: ``args.seed``).
         retokenize: a :class:`~augpro.retokenize.Retokenizer` when teacher and student tokenize
             differently (batches then carry the teacher's own ``teacher_input_ids`` ...).
         trim_memory: return freed heap memory to the OS after every step (:func:`release_free_memory`).
@@ -156,13 +229,20 @@ class DistillTrainer(Trainer):
             augmented batches) under bf16 autocast.
     """
 
-    def __init__(self, *args: Any, mode: str, teacher: nn.Module | None = None, augmenter: Augmenter | None = None,
-                 copies: int = 1, temperature: float = 1.0, kd_weight: float = 1.0, ce_weight: float = 0.0,
-                 aug_weight: float = 1.0, regression: bool = False, special_ids: torch.Tensor | None = None,
-                 allowed: torch.Tensor | None = None, aug_seed: int = 0, retokenize: Any = None,
+    def __init__(self, *args: Any, mode: str | None = None, teacher: nn.Module | None = None,
+                 augmenter: Augmenter | None = None, copies: int = 1, temperature: float = 1.0,
+                 kd_weight: float = 1.0, ce_weight: float = 0.0, aug_weight: float = 1.0,
+                 regression: bool | None = None, special_ids: torch.Tensor | None = None,
+                 allowed: torch.Tensor | None = None, aug_seed: int | None = None, retokenize: Any = None,
                  trim_memory: bool = True, shared_forward: bool = False, bf16_teacher: bool = False,
                  **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        trainer_kwargs = inspect.signature(Trainer.__init__).bind(self, *args, **kwargs).arguments
+        trainer_kwargs.pop("self")
+        mode, augmenter, regression, special_ids, allowed = _user_defaults(
+            trainer_kwargs, mode, teacher, augmenter, regression, special_ids, allowed)
+        super().__init__(**trainer_kwargs)
+        if aug_seed is None:
+            aug_seed = self.args.seed
         self.mode = mode
         self.teacher = teacher
         if teacher is not None:

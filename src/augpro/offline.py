@@ -18,11 +18,17 @@ from tqdm.auto import tqdm
 
 from augpro.augment import LIVE_METHODS, build_augmenter
 from augpro.augment.base import AugmentContext, PrepareContext
+from augpro.augment.pool import check_pool_size
 from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
 from augpro.config import TrainConfig
 from augpro.data import Collator, encode
 from augpro.errors import UserError
 from augpro.models import load_classifier, load_tokenizer
+
+
+#: memory of one augmented row held for writing: per token (a list of ids and one of token
+#: types) and per row (the tuple, counts, text)
+_ROW_TOKEN_BYTES, _ROW_BYTES = 60, 400
 
 
 def split_segments(ids: list[int], token_types: list[int] | None, tokenizer, n_segments: int) -> list[str]:
@@ -69,6 +75,9 @@ def augment_to_jsonl(ns: argparse.Namespace) -> int:
     task = data.task
     tokenizer = load_tokenizer(ns.teacher)
     enc = encode(split, tokenizer, ns.max_length)
+    # every augmented row is held (as Python lists, about 60 bytes a token) until the file is written
+    check_pool_size(sum(map(len, enc.encodings["input_ids"])) * _ROW_TOKEN_BYTES + len(split) * _ROW_BYTES,
+                    ns.copies, len(split), what="augmented rows")
     live = method in LIVE_METHODS
     model = None
     if live or method == "knn":

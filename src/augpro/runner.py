@@ -298,10 +298,10 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         aug_weight=cfg.aug_weight, regression=task.is_regression, special_ids=special, allowed=allowed,
         aug_seed=cfg.seed, retokenize=retokenize, shared_forward=cfg.shared_forward, bf16_teacher=cfg.bf16_teacher,
     )
-    if not cfg.progress:  # --quiet: no per-step log dicts on stdout either
-        from transformers.trainer_callback import PrinterCallback
+    from augpro.console import use_epoch_log
 
-        trainer.remove_callback(PrinterCallback)
+    # one bar and one line per epoch instead of per-step log dicts; --quiet: nothing
+    use_epoch_log(trainer, progress=cfg.progress, quiet=not cfg.progress)
     resume_from = last_complete_checkpoint(out) if cfg.resume else None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -13,6 +13,7 @@ logits on the pool are computed once and cached.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -126,8 +127,58 @@ class AugmentedBatch:
         return self.changed.float() / self.eligible.clamp(min=1).float()
 
 
+class _NoContext:
+    """Marks "no ``ctx`` given": :meth:`Augmenter.augment` then takes the convenience form."""
+
+    def __repr__(self) -> str:
+        return "<none: convenience form>"
+
+
+_NO_CONTEXT: Any = _NoContext()
+
+
+def _with_convenience_form(view: Callable[..., AugmentedBatch]) -> Callable[..., Any]:
+    """Wrap a subclass's ``augment(batch, ctx, generator, copy)`` so that a call without ``ctx``
+    takes the convenience form (:func:`augpro.augment.plain.augment_batch`); a call with a
+    ``ctx`` (``None`` included, as pooled augmenters allow) reaches ``view`` unchanged."""
+
+    @functools.wraps(view, assigned=("__module__", "__name__", "__qualname__"))
+    def augment(self: "Augmenter", batch: Any, ctx: Any = _NO_CONTEXT, generator: torch.Generator | None = None,
+                copy: int = 0, *, teacher: nn.Module | None = None, student: nn.Module | None = None,
+                tokenizer: Any = None) -> Any:
+        if ctx is not _NO_CONTEXT:
+            return view(self, batch, ctx, generator, copy)
+        from augpro.augment.plain import augment_batch
+
+        return augment_batch(self, batch, teacher=teacher, student=student, tokenizer=tokenizer, generator=generator)
+
+    del augment.__wrapped__  # help() and inspect.signature show both forms, not only the trainer's
+    augment.__annotations__["return"] = "AugmentedBatch | AugmentResult"
+    augment.__doc__ = _AUGMENT_DOC + ("\n" + view.__doc__ if view.__doc__ else "")
+    augment._augpro_view = view  # type: ignore[attr-defined]
+    return augment
+
+
+_AUGMENT_DOC = """Augment a batch. Two forms:
+
+``augment(batch, *, teacher=None, student=None, tokenizer=None, generator=None)`` (for your own
+code): ``batch`` is a tokenizer-style batch (``input_ids``, ``attention_mask``, optional
+``token_type_ids``; tensors). Returns an :class:`~augpro.augment.plain.AugmentResult`: a dict with
+the batch's keys (new ``input_ids``, or ``inputs_embeds`` for virtual methods) and the per-row
+statistics ``changed``, ``eligible`` and ``degree``. Special tokens and padding are never changed.
+Special ids and the allowed vocabulary come from ``tokenizer``, else from the models (see
+:mod:`augpro.vocab`); ``generator`` defaults to one seeded from torch's global RNG.
+
+``augment(batch, ctx, generator, copy=0)`` (the trainer's form): one augmented view as an
+:class:`AugmentedBatch`, given an :class:`AugmentContext`.
+"""
+
+
 class Augmenter:
-    """Base class. Subclasses set ``name`` and implement :meth:`augment`.
+    """Base class. Subclasses set ``name`` and implement :meth:`augment` in the trainer's form
+    ``augment(batch, ctx, generator, copy=0) -> AugmentedBatch``; every subclass's ``augment``
+    also takes the convenience form ``augment(batch, *, teacher=, student=, tokenizer=, generator=)``
+    (added by ``__init_subclass__``; see :mod:`augpro.augment.plain`).
 
     Hyperparameters are explicit keyword arguments of ``__init__`` that are only stored there
     (scikit-learn convention); every random draw uses the ``generator`` passed in.
@@ -139,6 +190,12 @@ class Augmenter:
     #: whether :meth:`augment` can use ``ctx.input_gradient`` instead of a forward of its own
     gradient_from_forward: bool = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("augment")
+        if own is not None and not hasattr(own, "_augpro_view"):
+            cls.augment = _with_convenience_form(own)
+
     def prepare(self, ctx: PrepareContext) -> None:
         """Build whatever the augmenter needs before training (default: nothing)."""
 
@@ -146,10 +203,21 @@ class Augmenter:
                 copy: int = 0) -> AugmentedBatch:
         raise NotImplementedError
 
+    def augment_directly(self, batch: Batch, ctx: AugmentContext, generator: torch.Generator,
+                         vocab: Any) -> AugmentedBatch:
+        """One augmented view of ``batch`` itself, outside any training set: what the convenience
+        form of :meth:`augment` runs. Default: the trainer's form (methods that augment each batch
+        on the live models); pooled methods override it to augment the batch instead of reading
+        their pool. ``vocab`` is the :class:`~augpro.vocab.Vocabulary` in use."""
+        return self.augment(batch, ctx, generator, 0)
+
     def describe(self) -> dict[str, Any]:
         """The augmenter's settings, for ``metrics.json``."""
         return {"method": self.name, **{k: v for k, v in vars(self).items()
                                         if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}}
+
+
+Augmenter.augment = _with_convenience_form(Augmenter.augment)  # type: ignore[method-assign]
 
 
 def teacher_view(batch: Batch) -> Batch | None:

@@ -12,6 +12,7 @@ Python (the lists-of-lists form is available, built lazily, for the code that wa
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -19,6 +20,55 @@ import numpy as np
 import torch
 
 from augpro.augment.base import AugmentContext, AugmentedBatch, Augmenter, Batch, PrepareContext
+from augpro.errors import UserError
+
+#: environment variable that sets the largest offline pool, in GB (10^9 bytes)
+MAX_POOL_ENV = "AUGPRO_MAX_POOL_GB"
+#: the default limit: an estimate above it is refused before anything is built
+DEFAULT_MAX_POOL_GB = 2.0
+#: memory of one pooled view, measured (RSS) on SST-2 and RTE: 8 bytes per token id and per
+#: token type id, 24 bytes of per-example counts plus teacher logits, about 16 KiB of tensor
+#: objects per view, and about 1 KiB per example of kept text for word-level methods
+_ID_BYTES, _EXAMPLE_BYTES, _VIEW_BYTES, _TEXT_EXAMPLE_BYTES = 8, 24 + 4 * 3, 16 * 1024, 1024
+
+
+def max_pool_bytes() -> float:
+    """The pool size limit: ``$AUGPRO_MAX_POOL_GB`` GB, else :data:`DEFAULT_MAX_POOL_GB`."""
+    raw = os.environ.get(MAX_POOL_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_MAX_POOL_GB * 1e9
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"{MAX_POOL_ENV}={raw!r} is not a number of GB") from None
+    if not value > 0:
+        raise UserError(f"{MAX_POOL_ENV} must be positive, got {raw}")
+    return value * 1e9
+
+
+def estimate_view_bytes(n_tokens: int, n_examples: int, token_types: bool, writes_text: bool) -> int:
+    """Memory of one pooled view of ``n_examples`` examples holding ``n_tokens`` tokens in all."""
+    per_token = _ID_BYTES * (2 if token_types else 1)
+    per_example = _EXAMPLE_BYTES + (_TEXT_EXAMPLE_BYTES if writes_text else 0)
+    return n_tokens * per_token + n_examples * per_example + _VIEW_BYTES
+
+
+def check_pool_size(view_bytes: int, copies: int, n_examples: int, what: str = "an offline pool",
+                    limit: float | None = None) -> None:
+    """Refuse ``copies`` views of ``view_bytes`` each when they exceed the limit (:func:`max_pool_bytes`),
+    with a one-line :class:`~augpro.errors.UserError` that says how many copies would fit."""
+    limit = max_pool_bytes() if limit is None else limit
+    total = view_bytes * copies
+    if total <= limit:
+        return
+    fits = int(limit // max(1, view_bytes))
+    raise UserError(f"--copies {copies} would hold {what} of about {_size(total)} in memory ({copies} views of "
+                    f"{n_examples} examples); the limit is {_size(limit)}. Use --copies {max(1, fits)} or fewer"
+                    f", or raise the limit with {MAX_POOL_ENV}=N (GB)")
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e9 else f"{n_bytes / 1e6:.1f} MB"
 
 
 def flatten(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,11 +167,18 @@ class PooledAugmenter(Augmenter):
     """
 
     pad_token_id: int = 0
+    #: whether views keep their augmented text (word-level methods): more memory per example
+    writes_text: bool = False
 
     def build_view(self, ctx: PrepareContext, copy: int) -> PoolView:
         raise NotImplementedError
 
     def prepare(self, ctx: PrepareContext) -> None:
+        """Build ``ctx.copies`` views, after checking their estimated size (:func:`check_pool_size`)."""
+        view = estimate_view_bytes(sum(map(len, ctx.input_ids)), len(ctx.input_ids), ctx.token_type_ids is not None,
+                                   self.writes_text)
+        # across tokenizers every view is kept twice (teacher tokens and the student's re-tokenized copy)
+        check_pool_size(view * (2 if ctx.retokenize is not None else 1), ctx.copies, len(ctx.input_ids))
         self._teacher_pad = ctx.tokenizer.pad_token_id or 0
         self._pool: list[PoolView] = []
         self._teacher_pool: list[PoolView] | None = [] if ctx.retokenize is not None else None

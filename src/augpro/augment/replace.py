@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from augpro.augment.base import pick_exact, PrepareContext
+from augpro.augment.base import AugmentContext, AugmentedBatch, Batch, eligible_mask, pick_exact, PrepareContext
 from augpro.augment.pool import PooledAugmenter, PoolView, flatten, offsets_of
 from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
 from augpro.cache import cached_tensor, fingerprint
@@ -149,6 +149,40 @@ class TokenReplacement(PooledAugmenter):
             self._tables_cache = (allowed.nonzero().squeeze(1), is_special, neighbours)
             self._tables_key = key
         return self._tables_cache
+
+    def augment_directly(self, batch: Batch, ctx: AugmentContext, generator: torch.Generator,
+                         vocab) -> AugmentedBatch:
+        """Replace tokens of ``batch`` itself (no pool): exactly ``round(degree * n_eligible)``
+        eligible positions per row, drawn as :func:`replace_tokens` draws them. ``knn`` takes its
+        neighbours from ``embedding_table``, else from the teacher's (or the student's) table."""
+        ids = batch["input_ids"]
+        eligible = eligible_mask(ids, batch["attention_mask"], ctx.special_ids)
+        neighbours = self._direct_neighbours(ctx, vocab.allowed) if self.method == "knn" else None
+        if self.method == "mask" and vocab.mask_token_id is None:
+            raise ValueError("mask replacement needs the mask token's id: pass tokenizer=")
+        new, selected = replace_tokens(ids.cpu(), eligible.cpu(), self.degree, self.method, generator,
+                                       allowed=vocab.allowed.cpu(), neighbours=neighbours,
+                                       mask_token_id=vocab.mask_token_id)
+        inputs = {"input_ids": new.to(ids.device),
+                  **{k: batch[k] for k in ("attention_mask", "token_type_ids") if k in batch}}
+        return AugmentedBatch(student_inputs=inputs, teacher_inputs=inputs, changed=selected.sum(1).to(ids.device),
+                              eligible=eligible.sum(1))
+
+    def _direct_neighbours(self, ctx: AugmentContext, allowed: torch.Tensor) -> torch.Tensor:
+        """The ``[V, k]`` neighbour table for :meth:`augment_directly`, kept for the next batch."""
+        table = self.embedding_table
+        if table is None:
+            model = ctx.teacher if ctx.teacher is not None else ctx.student
+            if model is None:
+                raise ValueError("knn replacement needs an embedding table: pass teacher= or student= "
+                                 "(or embedding_table= to TokenReplacement)")
+            table = model.get_input_embeddings().weight
+        key = (table.data_ptr(), tuple(table.shape), self.knn_k, int(allowed.sum()))
+        cached = self.__dict__.get("_direct_knn")
+        if cached is None or cached[0] != key:
+            cached = (key, cached_knn_table(table.detach().cpu(), allowed.cpu(), self.knn_k))
+            self._direct_knn = cached
+        return cached[1]
 
     def build_view(self, ctx: PrepareContext, copy: int) -> PoolView:
         """One replaced copy of the training set, ragged, with no per-example Python.

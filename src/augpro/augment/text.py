@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from augpro.augment.base import PrepareContext
+from augpro.augment.base import AugmentContext, AugmentedBatch, Batch, PrepareContext
 from augpro.augment.pool import PooledAugmenter, PoolView
 from augpro.wordnet import ensure_wordnet, synonyms
 
@@ -211,6 +211,7 @@ class _TextAugmenter(PooledAugmenter):
     """Shared pool building for word-level text augmenters."""
 
     degree: float = 0.0
+    writes_text = True
     #: total shortfall of the last view built (changes asked for but impossible)
     last_shortfall: int = 0
 
@@ -261,6 +262,33 @@ class _TextAugmenter(PooledAugmenter):
             torch.tensor(eligible, dtype=torch.long),
             texts=texts,
         )
+
+
+    def augment_directly(self, batch: Batch, ctx: AugmentContext, generator: torch.Generator,
+                         vocab) -> AugmentedBatch:
+        """Edit the words of ``batch`` itself (no pool): decode each row (one text per segment),
+        edit it as a pool view would, re-tokenize. The result is padded to its own longest row,
+        so its width may differ from the input's (edits add or remove words)."""
+        from augpro.retokenize import Retokenizer
+        from augpro.vocab import batch_rows
+
+        tok = vocab.tokenizer
+        if tok is None:
+            raise ValueError(f"{self.name} edits words: pass tokenizer= (rows are decoded, edited, re-tokenized)")
+        rows, type_rows = batch_rows(batch)
+        pair = (type_rows is not None and any(any(t) for t in type_rows)) or \
+            any(r.count(tok.sep_token_id) >= 2 for r in rows)
+        limit = tok.model_max_length if isinstance(tok.model_max_length, int) and tok.model_max_length < 100_000 else 512
+        max_length = max(limit, batch["input_ids"].shape[1])
+        texts = Retokenizer(tok, tok, max_length, 2 if pair else 1).texts(rows, type_rows)
+        view = self.build_view(PrepareContext(texts=texts, input_ids=rows, token_type_ids=type_rows, tokenizer=tok,
+                                              max_length=max_length, copies=1, generator=generator,
+                                              show_progress=False), 0)
+        device = batch["input_ids"].device
+        inputs = {k: v.to(device) for k, v in view.gather(torch.arange(len(rows)), tok.pad_token_id or 0).items()
+                  if k != "token_type_ids" or "token_type_ids" in batch}
+        return AugmentedBatch(student_inputs=inputs, teacher_inputs=inputs, changed=view.changed.to(device),
+                              eligible=view.eligible.to(device))
 
 
 class SynonymReplacement(_TextAugmenter):
