@@ -96,6 +96,12 @@ def add_train_args(p: argparse.ArgumentParser, mode: str) -> None:
         k.add_argument("--temperature", type=float, default=1.0)
         k.add_argument("--kd-weight", type=float, default=1.0)
         k.add_argument("--ce-weight", type=float, default=0.0)
+        k.add_argument("--hidden-weight", type=float, default=0.0,
+                       help="intermediate-layer KD: MSE between each student layer's hidden states and its teacher "
+                            "layer's (mapped by --student-layers; a learned projection when widths differ); 0 = off")
+        k.add_argument("--attention-weight", type=float, default=0.0,
+                       help="intermediate-layer KD: KL between the teacher's and the student's attention "
+                            "distributions, layer by layer (TinyBERT-style); 0 = off")
         k.add_argument("--bf16-teacher", action="store_true",
                        help="the teacher's inference in bf16 autocast: cached logits, pool labels, live targets "
                             "(agreement with fp32: docs/performance.md)")

@@ -56,6 +56,8 @@ class TrainConfig:
     kd_weight: float = 1.0
     ce_weight: float = 0.0
     aug_weight: float = 1.0
+    hidden_weight: float = 0.0          # intermediate-layer KD: hidden-state MSE (augpro.layers); 0 = off
+    attention_weight: float = 0.0       # intermediate-layer KD: attention-distribution KL; 0 = off
     # augmentation
     augment: str = "none"
     degree: float | None = None
@@ -110,6 +112,13 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError("distillation needs --teacher DIR (train one with `augpro teacher`)")
     if cfg.degree is not None and not 0.0 <= cfg.degree <= 1.0:
         raise UserError(f"--degree must be in [0, 1], got {cfg.degree}")
+    for flag, weight in (("--hidden-weight", cfg.hidden_weight), ("--attention-weight", cfg.attention_weight)):
+        if not weight >= 0:
+            raise UserError(f"{flag} must be at least 0, got {weight}")
+        if weight and cfg.mode != "kd":
+            raise UserError(f"{flag} distils the teacher's layers: it applies to `augpro distill` only")
+        if weight and cfg.shared_forward:
+            raise UserError(f"{flag} does not combine with --shared-forward")
     if cfg.copies < 1:
         raise UserError(f"--copies must be at least 1, got {cfg.copies}")
     if cfg.batch_size < 1 or cfg.eval_batch_size < 1:

@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 #: training log keys shown on the epoch line, in this order (others are left to TensorBoard)
-TRAIN_KEYS = ("loss", "loss_aug", "aug_degree", "label_flip_rate")
+TRAIN_KEYS = ("loss", "loss_aug", "loss_hidden", "loss_attention", "aug_degree", "label_flip_rate")
 #: evaluation keys that are bookkeeping, not metrics
 _EVAL_SKIP = ("loss", "runtime", "samples_per_second", "steps_per_second", "epoch")
 

@@ -206,6 +206,11 @@ class DistillTrainer(Trainer):
     synonym, EDA) that was not prepared augments each batch directly
     (:class:`~augpro.augment.plain.DirectAugmenter`).
 
+    With ``hidden_weight``/``attention_weight`` (KD mode) the loss adds, on the batch and on every
+    view, the intermediate-layer terms of :mod:`augpro.layers` (off by default)::
+
+        + hidden_weight * MSE(W h_s^i, h_t^m(i)) + attention_weight * KL(A_t^m(i) || A_s^i)
+
     Args (besides ``Trainer``'s):
         mode: ``teacher``, ``kd`` or ``ft`` (default: ``kd`` with a teacher, else ``ft``).
         teacher: frozen teacher (KD mode).
@@ -227,6 +232,8 @@ class DistillTrainer(Trainer):
             not the same one), which is why it is off by default.
         bf16_teacher: run the teacher's forwards in the trainer (live targets on original and
             augmented batches) under bf16 autocast.
+        hidden_weight, attention_weight: weights of the hidden-state MSE and attention KL (default 0: off).
+        layer_map: the teacher layer of each student layer (default: :func:`augpro.layers.default_layer_map`).
     """
 
     def __init__(self, *args: Any, mode: str | None = None, teacher: nn.Module | None = None,
@@ -235,6 +242,7 @@ class DistillTrainer(Trainer):
                  regression: bool | None = None, special_ids: torch.Tensor | None = None,
                  allowed: torch.Tensor | None = None, aug_seed: int | None = None, retokenize: Any = None,
                  trim_memory: bool = True, shared_forward: bool = False, bf16_teacher: bool = False,
+                 hidden_weight: float = 0.0, attention_weight: float = 0.0, layer_map: list[int] | None = None,
                  **kwargs: Any):
         trainer_kwargs = inspect.signature(Trainer.__init__).bind(self, *args, **kwargs).arguments
         trainer_kwargs.pop("self")
@@ -265,6 +273,53 @@ class DistillTrainer(Trainer):
         self.bf16_teacher = bf16_teacher
         self._window: dict[str, list[float]] = defaultdict(list)
         self.totals: dict[str, float] = defaultdict(float)
+        self.hidden_weight = hidden_weight
+        self.attention_weight = attention_weight
+        self.layers = self._layer_distiller(layer_map) if hidden_weight > 0 or attention_weight > 0 else None
+
+    # ---------------------------------------------------------------- intermediate layers
+    def _layer_distiller(self, layer_map: list[int] | None):
+        """The :class:`~augpro.layers.LayerDistiller` for ``hidden_weight``/``attention_weight``."""
+        from augpro.errors import UserError
+        from augpro.layers import LayerDistiller
+
+        if self.teacher is None or self.mode != "kd":
+            raise UserError("--hidden-weight/--attention-weight distil the teacher's layers: they need KD mode "
+                            "(augpro distill) with a teacher")
+        if self.retokenize is not None:
+            raise UserError("--hidden-weight/--attention-weight need the teacher and the student to share a "
+                            "tokenizer (their layers are compared position by position); these two differ")
+        if self.shared_forward:
+            raise UserError("--hidden-weight/--attention-weight do not combine with --shared-forward")
+        return LayerDistiller(self.accelerator.unwrap_model(self.model), self.teacher, self.hidden_weight,
+                              self.attention_weight, layer_map)
+
+    def _layer_loss(self, teacher_inputs: dict[str, torch.Tensor], attention_mask: torch.Tensor) -> torch.Tensor:
+        """The intermediate-layer loss between the student's last forward and the teacher on
+        ``teacher_inputs`` (run only when its last forward was on other inputs)."""
+        self.layers.teacher_features(teacher_inputs, self._teacher_forward)
+        value, parts = self.layers.loss(attention_mask)
+        for key, v in parts.items():
+            self._record(key, v)
+        return value
+
+    def _layer_teacher_inputs(self, aug: AugmentedBatch, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What the teacher reads for a view's layer targets: its inputs on the view, else the view's
+        tokens (pooled views with cached logits), else the original batch (FGSM's target)."""
+        if aug.teacher_inputs is not None:
+            return aug.teacher_inputs
+        if "input_ids" in aug.student_inputs:
+            return aug.student_inputs
+        return model_inputs(inputs)
+
+    def train(self, *args: Any, **kwargs: Any):
+        if self.layers is None:
+            return super().train(*args, **kwargs)
+        self.layers.start()  # feature hooks, and the projection before the optimizer is made
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.layers.stop()  # the saved student is a plain checkpoint
 
     def training_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> torch.Tensor:
         loss = super().training_step(model, inputs, *args, **kwargs)
@@ -345,6 +400,8 @@ class DistillTrainer(Trainer):
         else:
             loss = objective = label_loss(s, labels, self.regression)
         self._record("loss_orig", float(loss.detach()))
+        if self.layers is not None and model.training:
+            loss = loss + self._layer_loss(model_inputs(inputs), inputs["attention_mask"])
 
         if self.augmenter is not None and model.training and self.aug_weight:
             grad = None
@@ -360,6 +417,10 @@ class DistillTrainer(Trainer):
                     s_aug = model(**aug.student_inputs).logits
                 aug_loss = self._view_loss(aug, s_aug, t, labels)
                 loss = loss + self.aug_weight * aug_loss / self.copies
+                if self.layers is not None:  # right after the view's forwards: the taps hold their features
+                    layer_loss = self._layer_loss(self._layer_teacher_inputs(aug, inputs),
+                                                  aug.student_inputs["attention_mask"])
+                    loss = loss + self.aug_weight * layer_loss / self.copies
                 self._record_view(aug, aug_loss)
         return (loss, outputs) if return_outputs else loss
 

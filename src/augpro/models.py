@@ -163,6 +163,8 @@ def make_layer_subset_student(model: nn.Module, layers: str | int | Sequence[int
     keep = parse_layers(layers, len(block_list))
     setattr(parent, attr, nn.ModuleList([block_list[i] for i in keep]))
     model.config.num_hidden_layers = len(keep)
+    # where the layers came from (not saved): intermediate-layer KD maps them to the teacher's
+    model.augpro_kept_layers, model.augpro_source_layers = keep, len(block_list)
     for new_index, block in enumerate(getattr(parent, attr)):
         for module in block.modules():  # keep cache/layer bookkeeping consistent
             if hasattr(module, "layer_idx"):

@@ -297,6 +297,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         temperature=cfg.temperature, kd_weight=cfg.kd_weight, ce_weight=cfg.ce_weight,
         aug_weight=cfg.aug_weight, regression=task.is_regression, special_ids=special, allowed=allowed,
         aug_seed=cfg.seed, retokenize=retokenize, shared_forward=cfg.shared_forward, bf16_teacher=cfg.bf16_teacher,
+        hidden_weight=cfg.hidden_weight, attention_weight=cfg.attention_weight,
     )
     from augpro.console import use_epoch_log
 
