@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             importlib.import_module(f"benchmarks.{name}").run(report, mode)
+        except C.Skip as exc:  # an optional dependency is missing: say so, no traceback
+            report.skip(name, str(exc))
         except Exception:  # report and go on: one broken figure must not hide the others
             traceback.print_exc()
             failed.append(name)
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RATIO {key} {value:.3f}")
     for key, op, bound, value, ok in report.targets:
         print(f"TARGET {key} {op} {bound:g} {'PASS' if ok else 'FAIL'}")
+    for name, reason in report.skipped.items():
+        print(f"SKIPPED {name}: {reason}")
     load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     print(f"# total {time.perf_counter() - started:.1f} s | load average at end: {load}")
     if failed:

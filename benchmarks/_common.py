@@ -24,6 +24,11 @@ import torch
 MODES = ("tiny", "quick", "full")
 
 
+class Skip(Exception):
+    """Raised by a figure whose optional dependency (nlpaug, WordNet, ...) is missing: the figure
+    is reported as skipped with this reason and the other figures still run."""
+
+
 @dataclass
 class Report:
     """Collects and prints ``RATIO``/``TARGET``/``VALUE`` lines (``VALUE``: absolute figures)."""
@@ -31,6 +36,7 @@ class Report:
     ratios: dict[str, float] = field(default_factory=dict)
     targets: list[tuple[str, str, float, float, bool]] = field(default_factory=list)
     values: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
     quiet: bool = False
 
     def _print(self, line: str) -> None:
@@ -42,6 +48,11 @@ class Report:
 
     def note(self, text: str) -> None:
         self._print(f"   {text}")
+
+    def skip(self, figure: str, reason: str) -> None:
+        """``SKIPPED <figure>: <reason>`` (a missing optional dependency)."""
+        self.skipped[figure] = reason
+        self._print(f"SKIPPED {figure}: {reason}")
 
     def value(self, name: str, value: float | str, unit: str = "") -> None:
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
@@ -170,6 +181,37 @@ def _load_models(tiny: bool, layers: str):
     return teacher, student
 
 
+#: the fine-tuned SST-2 teacher of the figures that need one (bf16 agreement, whole runs): the
+#: methods study's teacher budget (2,000 rows, 200 steps of batch 32, max length 64); tiny: 2 steps
+TEACHER_BUDGET = {"tiny": dict(train_size=64, max_steps=2, max_length=32),
+                  "quick": dict(train_size=2000, max_steps=200, max_length=64),
+                  "full": dict(train_size=2000, max_steps=200, max_length=64)}
+
+
+def fine_tuned_teacher(mode: str) -> str:
+    """A fine-tuned MiniLM-L6 SST-2 teacher folder: ``$AUGPRO_BENCH_TEACHER`` if set, else one
+    trained once with :data:`TEACHER_BUDGET` (seed 0; fp32) and kept in augpro's cache folder
+    (a few minutes on one core the first time)."""
+    given = os.environ.get("AUGPRO_BENCH_TEACHER")
+    if given and mode != "tiny":
+        return given
+    from augpro.cache import cache_dir
+    from augpro.config import TrainConfig
+    from augpro.runner import run_training
+
+    budget = TEACHER_BUDGET[mode]
+    folder = cache_dir() / "bench-teachers" / ("sst2-{train_size}-{max_steps}-{max_length}-v1".format(**budget))
+    if not (folder / "metrics.json").is_file():
+        threads = torch.get_num_threads()
+        try:
+            run_training(TrainConfig(mode="teacher", task="sst2", data_dir=data_dir(), seed=0, batch_size=32,
+                                     eval_batch_size=256, output_dir=str(folder), progress=False,
+                                     save_checkpoints=False, eval_every_epoch=False, cache=False, **budget))
+        finally:
+            torch.set_num_threads(threads)
+    return str(folder)
+
+
 def encoded_rows(n: int, start: int = 0, with_logits_of: torch.nn.Module | None = None):
     """The first ``n`` SST-2 training rows, tokenized (max length 128), optionally with the
     teacher's logits attached (the runner's teacher cache)."""
@@ -190,8 +232,16 @@ def token_sets(vocab_size: int = 30522):
     return special_ids_tensor(tok), allowed_vocab_mask(tok, vocab_size)
 
 
-def make_trainer(student, teacher, train_ds, augmenter, batch_size: int = 32, trainer_cls=None, seed: int = 0):
-    """A :class:`~augpro.distill.DistillTrainer` as the runner builds it (KD mode), optimizer made."""
+def make_trainer(student, teacher, train_ds, augmenter, batch_size: int = 32, trainer_cls=None, seed: int = 0,
+                 shared_forward: bool = False, bf16: bool = False, bf16_teacher: bool = False):
+    """A :class:`~augpro.distill.DistillTrainer` as the runner builds it (KD mode), optimizer made.
+
+    ``bf16``: the student's forward runs under bf16 autocast as ``Trainer.train`` sets it up
+    (``accelerator.prepare_model`` wraps ``forward``); that trainer gets its own copy of the student,
+    so the fp32 trainers sharing ``student`` are not affected. ``shared_forward``/``bf16_teacher``:
+    :class:`~augpro.distill.DistillTrainer`'s settings of those names.
+    """
+    import copy
     import warnings
 
     from transformers import TrainingArguments
@@ -205,13 +255,20 @@ def make_trainer(student, teacher, train_ds, augmenter, batch_size: int = 32, tr
     args = TrainingArguments(
         output_dir=out, per_device_train_batch_size=batch_size, learning_rate=1e-4, max_steps=10_000,
         report_to=[], use_cpu=True, disable_tqdm=True, remove_unused_columns=False, label_names=["labels"],
-        save_strategy="no", logging_strategy="no", dataloader_num_workers=0, seed=seed, data_seed=seed,
+        save_strategy="no", logging_strategy="no", dataloader_num_workers=0, seed=seed, data_seed=seed, bf16=bf16,
     )
+    if bf16:
+        student = copy.deepcopy(student)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = (trainer_cls or DistillTrainer)(
             model=student, args=args, train_dataset=train_ds, data_collator=Collator(tokenizer().pad_token_id, False),
-            mode="kd", teacher=teacher, augmenter=augmenter, special_ids=special, allowed=allowed, aug_seed=seed)
+            mode="kd", teacher=teacher, augmenter=augmenter, special_ids=special, allowed=allowed, aug_seed=seed,
+            shared_forward=shared_forward, bf16_teacher=bf16_teacher)
+    if bf16:
+        trainer.accelerator.prepare_model(trainer.model)  # wraps forward in bf16 autocast, in place
+        if not hasattr(trainer.model, "_original_forward"):
+            raise RuntimeError("accelerate did not enable bf16 autocast on this machine")
     trainer.create_optimizer()
     trainer.current_gradient_accumulation_steps = 1  # set by train(); training_step reads it
     return trainer

@@ -4,7 +4,8 @@ Each run is a fresh process doing what ``augpro kd`` does for a few steps: load 
 teacher and a 2-layer student, tokenize SST-2 rows, attach the teacher's logits, build the
 augmenter and ``DistillTrainer``, ``train()`` for a fixed number of steps (batch 32). The peak
 resident set size (``ru_maxrss``) of each process is compared; also reported: the runs' peak
-over a KD run without augmentation (the memory the augmentation itself adds) and, in
+over a KD run without augmentation (the memory the augmentation itself adds), AugPro-Mix with the
+shared student forward (``--shared-forward``: one forward over original + augmented) and, in
 ``--full``, the same pair with glibc returning freed blocks at once (live memory only).
 """
 
@@ -35,19 +36,16 @@ def probe(method: str, rows: int, steps: int, batch: int, tiny: bool) -> dict:
     t0 = time.perf_counter()
     teacher, student = C.teacher_and_student(tiny=tiny)
     ds = C.encoded_rows(rows, with_logits_of=teacher)
-    trainer_cls = None
-    if method.endswith("+concat"):  # the proposed one-forward trainer (benchmarks.step_overhead)
-        from benchmarks.step_overhead import proposed_classes
-
-        method, trainer_cls = method[: -len("+concat")], proposed_classes()[2]
+    shared = method.endswith("+shared")  # DistillTrainer(shared_forward=True)
+    method = method.removesuffix("+shared")
     aug = build_augmenter(method, embedding_table=teacher.get_input_embeddings().weight.detach())
-    trainer = C.make_trainer(student, teacher, ds, aug, batch, trainer_cls=trainer_cls)
+    trainer = C.make_trainer(student, teacher, ds, aug, batch, shared_forward=shared)
     trainer.args.max_steps = steps
     trainer.train()
     # VmHWM: this process image's peak (ru_maxrss would include the parent's peak across fork/exec)
     with open("/proc/self/status") as fh:
         peak_kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
-    return {"method": method, "peak_mb": peak_kb / 1024, "seconds": time.perf_counter() - t0,
+    return {"method": method + ("+shared" if shared else ""), "peak_mb": peak_kb / 1024, "seconds": time.perf_counter() - t0,
             "threads": torch.get_num_threads()}
 
 
@@ -74,7 +72,7 @@ def finish_probe(method: str, proc: subprocess.Popen) -> dict:
 def run(report: C.Report, mode: str = "quick") -> None:
     cfg = SIZES[mode]
     report.section(f"5. memory (peak RSS of a {cfg['steps']}-step KD run, batch {cfg['batch']}, fresh process each)")
-    methods = ["mixkd", "augpro-mix"] + (["none", "augpro-mix+concat"] if cfg["baseline"] else [])
+    methods = ["mixkd", "augpro-mix"] + (["none", "augpro-mix+shared"] if cfg["baseline"] else [])
     # peak RSS does not depend on timing: the runs go side by side (each is its own process)
     procs = {m: start_probe(m, cfg) for m in methods}
     res = {m: finish_probe(m, p) for m, p in procs.items()}
@@ -84,9 +82,9 @@ def run(report: C.Report, mode: str = "quick") -> None:
                  f"{res['augpro-mix']['peak_mb']:.0f} MB vs {res['mixkd']['peak_mb']:.0f} MB")
     if "none" in res:
         report.ratio("mixkd_rss_vs_kd", res["mixkd"]["peak_mb"] / res["none"]["peak_mb"], "KD without augmentation")
-    if "augpro-mix+concat" in res:
-        report.ratio("proposed_mix_concat_rss", res["augpro-mix+concat"]["peak_mb"] / res["mixkd"]["peak_mb"],
-                     "AugPro-Mix with one student forward over original + augmented (proposed)")
+    if "augpro-mix+shared" in res:
+        report.ratio("augpro_mix_shared_rss", res["augpro-mix+shared"]["peak_mb"] / res["mixkd"]["peak_mb"],
+                     "AugPro-Mix with the shared student forward (one forward over original + augmented)")
     if cfg["live"]:
         procs = {m: start_probe(m, cfg, live_only=True) for m in ("mixkd", "augpro-mix")}
         live = {m: finish_probe(m, p) for m, p in procs.items()}

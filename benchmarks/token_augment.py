@@ -55,6 +55,21 @@ def nlpaug_synonym_aug(aug_p: float = 0.3):
     return aug
 
 
+def require_optional_dependencies() -> None:
+    """nlpaug (the ``bench`` extra) and the offline WordNet, or :class:`~benchmarks._common.Skip`."""
+    try:
+        import nlpaug  # noqa: F401
+    except ImportError:
+        raise C.Skip("nlpaug is not installed (pip install -e '.[bench]')") from None
+    from augpro.errors import UserError
+    from augpro.wordnet import ensure_wordnet
+
+    try:
+        ensure_wordnet()
+    except UserError as exc:
+        raise C.Skip(f"WordNet is not available ({exc})") from None
+
+
 def run(report: C.Report, mode: str = "quick") -> None:
     from augpro.augment import TokenReplacement
     from augpro.augment.base import PrepareContext
@@ -62,6 +77,7 @@ def run(report: C.Report, mode: str = "quick") -> None:
     from augpro.augment.text import synonym_replace
     from benchmarks.projection import teacher_table
 
+    require_optional_dependencies()
     cfg = SIZES[mode]
     n = cfg["sentences"]
     report.section(f"3. token augmentation throughput ({n} SST-2 sentences, degree 0.3, "

@@ -21,11 +21,14 @@ from benchmarks import _common as C  # noqa: E402
 
 #: ratios each figure must report (targets included)
 EXPECTED = {
-    "step_overhead": {"augpro_mix_vs_mixkd", "augpro_fgsm_vs_mixkd", "knn_vs_mixkd"},
+    "step_overhead": {"augpro_mix_vs_mixkd", "augpro_fgsm_vs_mixkd", "augpro_mix_separate_vs_mixkd",
+                      "augpro_fgsm_separate_vs_mixkd", "knn_vs_mixkd", "knn_shared_vs_mixkd"},
     "projection": {"projection_vs_gemm", "projection_vs_cdist", "pruned_agreement", "exact_agreement_vs_v0"},
     "token_augment": {"knn_vs_nlpaug", "synonym_vs_nlpaug"},
     "teacher_cache": {"cached_teacher_speedup"},
     "memory": {"augpro_mix_rss"},
+    "bf16": {"bf16_teacher_speedup", "bf16_teacher_agreement", "bf16_student_step_speedup", "bf16_step_speedup"},
+    "whole_run": {"run_cost_vs_fp32"},
 }
 
 
@@ -48,6 +51,8 @@ def test_main_parses_arguments():
     "token_augment",
     "teacher_cache",
     pytest.param("memory", marks=pytest.mark.slow),
+    pytest.param("bf16", marks=pytest.mark.slow),
+    pytest.param("whole_run", marks=pytest.mark.slow),
 ])
 def test_figure_runs_tiny(name, data_dir, monkeypatch, capsys):
     monkeypatch.setenv("AUGPRO_DATA_DIR", data_dir)
@@ -67,3 +72,27 @@ def test_figure_runs_tiny(name, data_dir, monkeypatch, capsys):
     for key, op, bound, value, ok in report.targets:
         assert f"TARGET {key} {op} {bound:g} {'PASS' if ok else 'FAIL'}" in out
     assert all(line.split()[2] for line in out.splitlines() if line.startswith("RATIO "))
+
+
+def test_missing_optional_dependency_is_reported_as_skipped(monkeypatch, capsys):
+    """A figure whose optional dependency is missing prints SKIPPED with the reason, no traceback,
+    and the run exits 0; token_augment raises that for a missing nlpaug."""
+    import types
+
+    import benchmarks
+
+    token_augment = importlib.import_module("benchmarks.token_augment")
+    monkeypatch.setitem(sys.modules, "nlpaug", None)  # import nlpaug -> ImportError
+    with pytest.raises(C.Skip, match="nlpaug"):
+        token_augment.require_optional_dependencies()
+
+    def run(report, mode):
+        raise C.Skip("somelib is not installed")
+
+    monkeypatch.setitem(sys.modules, "benchmarks.needs_somelib", types.SimpleNamespace(run=run))
+    monkeypatch.setattr(benchmarks, "FIGURES", benchmarks.FIGURES + ("needs_somelib",))
+    main = importlib.import_module("benchmarks.__main__")
+    assert main.main(["--tiny", "--only", "needs_somelib", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "SKIPPED needs_somelib: somelib is not installed" in captured.out
+    assert "Traceback" not in captured.out + captured.err
