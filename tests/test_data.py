@@ -124,3 +124,21 @@ def test_metrics_match_definitions():
     assert cola["matthews_correlation"] == pytest.approx(0.57735, abs=1e-4)
     sts = compute_metrics(get_task("stsb"), np.array([[1.0], [2.0], [3.0]]), np.array([1.0, 2.5, 2.9]))
     assert sts["spearman"] == pytest.approx(1.0) and 0.9 < sts["pearson"] < 1.0
+
+
+def test_hold_out_is_disjoint_stratified_and_seed_independent():
+    from augpro.data import Split, hold_out
+
+    labels = [i % 3 for i in range(600)]
+    split = Split([(f"t{i}",) for i in range(600)], labels)
+    rest, held = hold_out(split, 60, seed=7)
+    assert len(held) == 60 and len(rest) == 540
+    assert not set(held.ids) & set(rest.ids)
+    assert collections.Counter(held.labels) == {0: 20, 1: 20, 2: 20}
+    # training subsets of any seed come from the rest, so they never hold a validation row
+    for seed in (0, 1, 2):
+        assert not set(subset(rest, 300, seed).ids) & set(held.ids)
+    assert hold_out(split, 60, seed=7)[1].ids == held.ids
+    assert hold_out(split, None, seed=7) == (split, None)
+    with pytest.raises(UserError, match="leaves no training rows"):
+        hold_out(split, 600, seed=7)

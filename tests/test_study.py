@@ -558,7 +558,8 @@ def test_report_tables_and_figures(study_results, tmp_path):
     write_report(str(study_results), str(out))
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted(["README.md", "methods_sst2.png", "methods_rte.png", "degree_sst2.png", "degree_rte.png",
-                            "best_degree_sst2.png", "best_degree_rte.png", "copies_sst2.png", "copies_rte.png"])
+                            "best_degree_sst2.png", "best_degree_rte.png", "copies_sst2.png", "copies_rte.png",
+                            "paired_sst2.png", "paired_rte.png"])
     for name in names:
         if name.endswith(".png"):
             assert _is_png(out / name), name
@@ -578,31 +579,35 @@ def test_report_tables_and_figures(study_results, tmp_path):
     gain = md.split("4 copies vs 1, SST-2, knn:")[1].split("\n\n")[1].splitlines()
     assert gain[0] == "| mode | n=500 | n=2,000 |"
     rows = read_results(study_results)
+    t2 = 4.302652729749464  # Student t, 97.5 % quantile, 2 degrees of freedom (3 paired seeds)
+
+    def seed_scores(mode, size, copies, degree):
+        vals = {r["seed"]: r["score"] * 100 for r in rows if (r["task"], r["mode"], r["augment"], r["train_size"],
+                                                              r["copies"], r["degree"]) ==
+                ("sst2", mode, "knn", size, copies, degree)}
+        assert len(vals) == 3
+        return vals
+
+    def paired(a, b):  # mean, low, high of the per-seed differences, recomputed by hand
+        d = [a[s] - b[s] for s in sorted(a)]
+        m = sum(d) / 3
+        h = t2 * (sum((x - m) ** 2 for x in d) / 2) ** 0.5 / 3 ** 0.5
+        return m, m - h, m + h
+
     for mode in ("kd", "ft"):
         line = next(x for x in gain if x.startswith(f"| {mode.upper()} |"))
         for size in (500, 2000):
-            def cell(copies, degree):
-                vals = [r["score"] * 100 for r in rows if (r["task"], r["mode"], r["augment"], r["train_size"],
-                                                           r["copies"], r["degree"]) ==
-                        ("sst2", mode, "knn", size, copies, degree)]
-                assert len(vals) == 3
-                mean = sum(vals) / 3
-                return mean, (sum((v - mean) ** 2 for v in vals) / 2) ** 0.5
-            pairs = [(cell(4, d), cell(1, d)) for d in (0.1, 0.3, 0.5)]
-            diffs = [m[0] - o[0] for m, o in pairs]
-            clear = sum(m[0] - o[0] > max(m[1], o[1]) for m, o in pairs)
-            assert f"{sum(diffs) / 3:+.1f} ({sum(x > 0 for x in diffs)}/3; {clear} clear)" in line
-    # best degree: its lead over the runner-up, called clear only beyond the larger std
-    kd_cells = {}
-    for d in (0.0, 0.1, 0.3, 0.5):
-        vals = [r["score"] * 100 for r in rows if (r["task"], r["mode"], r["augment"], r["train_size"], r["copies"],
-                                                   r["degree"]) == ("sst2", "kd", "knn", 500, 1, d)]
-        mean = sum(vals) / 3
-        kd_cells[d] = (mean, (sum((v - mean) ** 2 for v in vals) / 2) ** 0.5)
-    first, second = sorted(kd_cells, key=lambda d: -kd_cells[d][0])[:2]
-    lead = kd_cells[first][0] - kd_cells[second][0]
-    verdict = "clear" if lead > max(kd_cells[first][1], kd_cells[second][1]) else "within std"
-    assert f"{first:g} ({kd_cells[first][0]:.1f}; {lead:+.1f} over {second:g}, {verdict})" in kd_row
+            stats = [paired(seed_scores(mode, size, 4, d), seed_scores(mode, size, 1, d)) for d in (0.1, 0.3, 0.5)]
+            diffs = [m for m, _, _ in stats]
+            ahead, behind = sum(lo > 0 for _, lo, _ in stats), sum(hi < 0 for _, _, hi in stats)
+            marks = [f"{ahead} ahead"] * bool(ahead) + [f"{behind} behind"] * bool(behind)
+            text = f"{sum(diffs) / 3:+.1f} ({sum(x > 0 for x in diffs)}/3" + (f"; {', '.join(marks)})" if marks else ")")
+            assert text in line
+    # best degree: its paired lead over the runner-up (by mean), with its interval
+    means = {d: sum(seed_scores("kd", 500, 1, d).values()) / 3 for d in (0.0, 0.1, 0.3, 0.5)}
+    first, second = sorted(means, key=lambda d: -means[d])[:2]
+    m, lo, hi = paired(seed_scores("kd", 500, 1, first), seed_scores("kd", 500, 1, second))
+    assert f"{first:g} ({means[first]:.1f}; {m:+.1f} [{lo:+.1f}, {hi:+.1f}] over {second:g}, " in kd_row
 
 
 def test_report_skips_figures_the_data_cannot_support(tmp_path, monkeypatch):
@@ -718,12 +723,17 @@ def test_report_conditions_split_rows_only_within_a_column(tmp_path, monkeypatch
 
 
 def test_report_augpro_table_applies_the_verdict_rule(tmp_path):
-    """Best AugPro vs best other augmentation per column, with the rule's four outcomes."""
+    """Best AugPro vs best other augmentation per column, compared seed by seed, with the rule's outcomes."""
     scores = {  # (task, size) -> method -> one score per seed (×100)
-        ("sst2", 1000): {"none": [60, 60, 60], "eda": [70, 71, 72], "augpro-mix": [80, 81, 82]},  # AugPro ahead
-        ("sst2", 2000): {"knn": [80, 81, 82], "augpro-mix": [60, 61, 62], "augpro-fgsm": [70, 71, 72]},  # other
-        ("rte", 1000): {"eda": [72, 73, 74], "augpro-mix": [70, 75, 80]},  # gap +1 < std 5
-        ("rte", 2000): {"eda": [72, 73, 74], "augpro-mix": [90, 91]},  # only 2 seeds
+        # AugPro ahead: +10 on every seed (interval [+10, +10])
+        ("sst2", 1000): {"none": [60, 60, 60], "eda": [70, 71, 72], "augpro-mix": [80, 81, 82]},
+        # behind: -10 on every seed
+        ("sst2", 2000): {"knn": [80, 81, 82], "augpro-mix": [60, 61, 62], "augpro-fgsm": [70, 71, 72]},
+        # undecided: per-seed differences -2, +2, +6 (mean +2, sd 4)
+        ("rte", 1000): {"eda": [72, 73, 74], "augpro-mix": [70, 75, 80]},
+        # a large mean gap whose seeds disagree in sign stays undecided; a paired gap with a small spread does
+        # not need a gap larger than the std of each cell: seeds 50/70/90 vs 49/69/89 differ by +1 every time
+        ("rte", 2000): {"eda": [49, 69, 89], "augpro-mix": [50, 70, 90]},
     }
     lines = []
     for (task, size), methods in scores.items():
@@ -743,15 +753,14 @@ def test_report_augpro_table_applies_the_verdict_rule(tmp_path):
     table = md.split("## AugPro against the other augmentation methods (KD)")[1].split("\n## ")[0]
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in table.splitlines()
             if line.startswith("| SST-2") or line.startswith("| RTE")}
-    assert rows["SST-2 n=1,000"] == ["60.0 ± 0.0 (n=3)", "augpro-mix: 81.0 ± 1.0 (n=3)", "eda: 71.0 ± 1.0 (n=3)",
-                                     "+10.0", "1.0", "**AugPro ahead** |"]
-    assert rows["SST-2 n=2,000"][1:] == ["augpro-fgsm: 71.0 ± 1.0 (n=3)", "knn: 81.0 ± 1.0 (n=3)", "-10.0", "1.0",
-                                         "**other ahead** |"]
-    assert rows["RTE n=1,000"][1:] == ["augpro-mix: 75.0 ± 5.0 (n=3)", "eda: 73.0 ± 1.0 (n=3)", "+2.0", "5.0",
-                                       "within the seed spread |"]
-    assert rows["RTE n=2,000"][-1] == "fewer than 3 seeds |"
-    assert ("Columns: AugPro ahead: 1; other ahead: 1; within the seed spread: 1; fewer than 3 seeds: 1."
-            in table)
+    assert rows["SST-2 n=1,000"] == ["60.0 ± 0.0 (n=3)", "augpro-mix: 81.0 ± 1.0 (n=3)", "+21.0 [+18.5, +23.5]",
+                                     "eda: 71.0 ± 1.0 (n=3)", "+10.0 [+10.0, +10.0]", "ahead |"]
+    assert rows["SST-2 n=2,000"][1:] == ["augpro-fgsm: 71.0 ± 1.0 (n=3)", "", "knn: 81.0 ± 1.0 (n=3)",
+                                         "-10.0 [-10.0, -10.0]", "behind |"]
+    # mean +2, sd 4: t(2) * 4 / sqrt(3) = 9.9 -> [-7.9, +11.9]; t(17) * 4 / sqrt(18) = 1.99 < 2: 18 seeds settle it
+    assert rows["RTE n=1,000"][4:] == ["+2.0 [-7.9, +11.9]", "undecided (~18 seeds at this spread) |"]
+    assert rows["RTE n=2,000"][4:] == ["+1.0 [+1.0, +1.0]", "ahead |"]
+    assert "Columns: ahead: 2; behind: 1; undecided: 1. Verdict over all columns shown: inconclusive" in table
     # a study without AugPro runs (the degree study) has no such section
     keep = [x for x in lines if "augpro" not in x]
     (tmp_path / "d.jsonl").write_text("\n".join(keep) + "\n")
@@ -879,3 +888,101 @@ def test_append_after_a_torn_fragment_keeps_the_new_line(tmp_path):
         fh.write(b'{"run_id": "b", "sco')  # a worker killed mid-write while another goes on
     append_line(path, {"run_id": "c"})
     assert [r["run_id"] for r in read_results(path)] == ["a", "c"]
+
+
+# --------------------------------------------------------------------------- shared teachers, versions
+
+
+def _shared_file(tmp_path: Path) -> Path:
+    return write_yaml(tmp_path / "teachers.yaml", {
+        "dir": str(tmp_path / "shared"), "base": {"epochs": 2, "learning-rate": 5.0e-5},
+        "tasks": {"sst2": {"max-length": 64}, "rte": {"max-length": 128, "epochs": 5}}})
+
+
+def test_shared_teacher_is_trained_once_for_every_study(fake, tmp_path):
+    _shared_file(tmp_path)
+    grid = {"task": ["sst2", "rte"], "mode": ["kd", "ft"], "augment": "none", "train-size": [100, 200],
+            "seed": [0, 1], "teacher": "shared"}
+    a = write_yaml(tmp_path / "a.yaml", {"output_dir": str(tmp_path / "a"), "shared_teachers": "teachers.yaml",
+                                         "grids": [grid]})
+    b = write_yaml(tmp_path / "b.yaml", {"output_dir": str(tmp_path / "b"), "shared_teachers": "teachers.yaml",
+                                         "base": {"max-length": 32}, "grids": [{**grid, "augment": "knn"}]})
+    assert run_study(str(a)) == 0
+    teachers = fake.teachers()
+    # one per task, on the full training split, with the file's settings (not the student runs' size/seed)
+    assert sorted(t["task"] for t in teachers) == ["rte", "sst2"]
+    sst2 = next(t for t in teachers if t["task"] == "sst2")
+    assert sst2["train_size"] is None and sst2["seed"] == 0 and sst2["epochs"] == 2 and sst2["max_length"] == 64
+    assert sst2["save_checkpoints"] and sst2["resume"]
+    assert next(t for t in teachers if t["task"] == "rte")["epochs"] == 5
+    kd = [c for c in fake.students() if c["mode"] == "kd"]
+    assert {Path(c["teacher"]).parent for c in kd} == {tmp_path / "shared"}
+    assert run_study(str(b)) == 0  # another study, other student settings: the same teachers, not retrained
+    assert len(fake.teachers()) == 2
+    assert study_mod.load_study(str(b)).teachers.keys() == study_mod.load_study(str(a)).teachers.keys()
+
+
+def test_shared_teacher_resumes_instead_of_restarting(fake, tmp_path):
+    _shared_file(tmp_path)
+    cfg = write_yaml(tmp_path / "a.yaml", {"output_dir": str(tmp_path / "a"), "shared_teachers": "teachers.yaml",
+                                           "grids": [{"task": "sst2", "mode": "kd", "teacher": "shared"}]})
+    teacher = next(iter(load_study(str(cfg)).teachers.values()))
+    ckpt = teacher.folder / "checkpoint-10"
+    ckpt.mkdir(parents=True)  # a killed teacher's epoch checkpoint: kept for its resume
+    (ckpt / "augpro_checkpoint_complete").write_text("")
+    run_study(str(cfg))
+    assert ckpt.is_dir() and len(fake.teachers()) == 1
+
+
+def test_shared_teacher_errors(tmp_path):
+    _shared_file(tmp_path)
+    no_file = write_yaml(tmp_path / "n.yaml", {"output_dir": "o", "grids": [{"mode": "kd", "teacher": "shared"}]})
+    with pytest.raises(UserError, match="needs a shared_teachers file"):
+        load_study(str(no_file))
+    other = write_yaml(tmp_path / "c.yaml", {"output_dir": "o", "shared_teachers": "teachers.yaml",
+                                             "grids": [{"task": "cola", "mode": "kd", "teacher": "shared"}]})
+    with pytest.raises(UserError, match="no teacher for task 'cola'"):
+        load_study(str(other))
+    missing = write_yaml(tmp_path / "m.yaml", {"output_dir": "o", "shared_teachers": "nope.yaml", "grids": [{}]})
+    with pytest.raises(UserError, match="not found"):
+        load_study(str(missing))
+    write_yaml(tmp_path / "bad.yaml", {"dir": "x", "tasks": {"sst2": {"augment": "knn"}}})
+    bad = write_yaml(tmp_path / "b.yaml", {"output_dir": "o", "shared_teachers": "bad.yaml", "grids": [{}]})
+    with pytest.raises(UserError, match="'augment' cannot be set"):
+        load_study(str(bad))
+
+
+def test_defaults_version_keeps_old_ids_and_separates_new_ones(tmp_path):
+    grid = [{"task": "sst2", "mode": "kd", "augment": "fgsm", "seed": 0}]
+    old = write_yaml(tmp_path / "old.yaml", {"output_dir": "o", "base": {"defaults-version": 1}, "grids": grid})
+    new = write_yaml(tmp_path / "new.yaml", {"output_dir": "o", "grids": grid})
+    old_run, new_run = load_study(str(old)).runs[0], load_study(str(new)).runs[0]
+    # version 1 is left out of the id, as every run before the setting existed was version 1
+    assert "defaults_version" not in study_mod._hashed_view(old_run.settings)
+    assert study_mod._hashed_view(new_run.settings)["defaults_version"] == 2
+    assert old_run.run_id != new_run.run_id
+    from augpro.config import TrainConfig
+
+    assert TrainConfig(augment="fgsm", defaults_version=1).resolved_fgsm_eps == 1.0
+    assert TrainConfig(augment="fgsm").resolved_fgsm_eps == 0.1
+    assert TrainConfig(augment="fgsm", fgsm_eps=0.5).resolved_fgsm_eps == 0.5
+    assert TrainConfig(augment="augpro-fgsm").resolved_fgsm_eps is None  # the augmenter's own default
+
+
+def test_study_records_val_and_history(fake, tmp_path, monkeypatch):
+    def with_val(cfg):
+        result = fake(cfg)
+        result["val"] = {"score": 0.7}
+        result["history"] = [{"step": 1, "epoch": 1.0, "dev": 0.6, "val": 0.65}]
+        return result
+
+    monkeypatch.setattr(study_mod, "run_training", with_val)
+    cfg = write_yaml(tmp_path / "c.yaml", {"output_dir": str(tmp_path / "o"), "base": {"eval-every-epoch": True},
+                                           "grids": [{"mode": "ft"}]})
+    run_study(str(cfg))
+    (row,) = read_results(tmp_path / "o" / "results.jsonl")
+    assert row["val"] == {"score": 0.7} and row["history"][0]["val"] == 0.65
+    assert fake.calls[0]["eval_every_epoch"] is True  # a pilot may ask for per-epoch evaluation
+    plain = write_yaml(tmp_path / "p.yaml", {"output_dir": str(tmp_path / "p"), "grids": [{"mode": "ft"}]})
+    run_study(str(plain))
+    assert fake.calls[-1]["eval_every_epoch"] is False  # the study's default otherwise

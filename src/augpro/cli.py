@@ -16,7 +16,7 @@ import warnings
 from dataclasses import fields
 from typing import Any, Sequence
 
-from augpro.config import TrainConfig
+from augpro.config import DEFAULTS_VERSION, FGSM_EPS_DEFAULT, TrainConfig
 from augpro.errors import UserError
 
 
@@ -57,6 +57,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="sample training batches uniformly instead of grouping similar lengths")
     g.add_argument("--dev-size", type=_positive_int, default=None,
                    help="evaluate on a stratified subset of N dev rows (quick checks; default: all)")
+    g.add_argument("--val-size", type=_positive_int, default=None,
+                   help="hold out N training rows (label-stratified, the same rows for every seed) as a "
+                        "validation split: tune on it, keep dev for the final number; reported beside dev")
     g.add_argument("--max-length", type=int, default=128, help="truncation length (batches pad dynamically)")
 
 
@@ -83,6 +86,8 @@ def add_train_args(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--fp16", action="store_true", help="fp16 mixed precision (GPUs)")
     g.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
     g.add_argument("--trust-remote-code", action="store_true", help="allow models with custom code (off by default)")
+    g.add_argument("--defaults-version", type=int, default=DEFAULTS_VERSION, choices=sorted(FGSM_EPS_DEFAULT),
+                   help=f"which set of defaults (default {DEFAULTS_VERSION}; 1 = the first, e.g. plain FGSM eps 1)")
     m = p.add_argument_group("models")
     if mode == "teacher":
         m.add_argument("--model", default=None, help="base checkpoint folder or hub name (default: MiniLM-L6-H384)")
@@ -122,7 +127,8 @@ def add_augment_args(p: argparse.ArgumentParser, training: bool = True) -> None:
     a.add_argument("--mix-alpha", type=float, default=0.4, help="Beta(alpha, alpha) for mixup weights")
     a.add_argument("--mix-granularity", choices=("sequence", "token"), default="sequence")
     a.add_argument("--fgsm-eps", type=float, default=None,
-                   help="FGSM step in table std units (default 4 for augpro-fgsm, 1 for fgsm)")
+                   help="FGSM step in table std units (default 4 for augpro-fgsm, 0.1 for fgsm; "
+                        "1 with --defaults-version 1)")
     a.add_argument("--projection-table", choices=("teacher", "student"), default=None)
     a.add_argument("--knn-k", type=_positive_int, default=16)
     if training:

@@ -296,6 +296,7 @@ class TaskData:
     task: TaskSpec
     train: Split
     dev: Split
+    val: Split | None = None   # rows held out of train (``--val-size``), or None
 
 
 def load_task_data(
@@ -376,6 +377,23 @@ def subset(split: Split, size: int | None, seed: int, regression: bool = False) 
         raise UserError(f"--train-size {size} is larger than the training data ({len(split)} rows)")
     order = stratified_order(split.labels, seed, regression)[:size]
     return split.select(sorted(order))
+
+
+def hold_out(split: Split, size: int | None, seed: int, regression: bool = False) -> tuple[Split, Split | None]:
+    """``(rest, held)``: a label-stratified, seeded set of ``size`` rows taken out of ``split``.
+
+    The held rows are a validation split carved from the training data (tune on it, keep the dev
+    set for the final number); training subsets are then drawn from ``rest``, so they never
+    overlap it. With a fixed ``seed`` the held rows are the same whatever the run's seed.
+    """
+    if size is None:
+        return split, None
+    if size >= len(split):
+        raise UserError(f"--val-size {size} leaves no training rows (the training data has {len(split)})")
+    order = stratified_order(split.labels, seed, regression)
+    held = set(order[:size])
+    return (split.select([i for i in range(len(split)) if i not in held]),
+            split.select(sorted(held)))
 
 
 # --------------------------------------------------------------------------------------------

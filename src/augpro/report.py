@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from augpro.errors import UserError
+from augpro.paired import Paired, claim_verdict, describe, pair
 
 #: settings that never define a table cell (seed is averaged over; the rest are bookkeeping)
 _NOT_CONDITIONS = {"seed", "output_dir", "teacher", "data_dir", "progress", "threads", "resume", "cache",
@@ -41,11 +42,11 @@ _MODE_ORDER = ["kd", "ft"]
 _MODE_COLORS = {"kd": "tab:blue", "ft": "tab:orange"}
 _LINESTYLES = ["-", "--", ":", "-."]
 _MARKERS = ["o", "s", "^", "D", "v", "P"]
-_FIG_PATTERNS = ("methods_", "degree_", "best_degree_", "copies_")
+_FIG_PATTERNS = ("methods_", "degree_", "best_degree_", "copies_", "paired_")
 #: the AugPro methods (projected augmentation); the AugPro table sets them against every other one
 AUGPRO_METHODS = ("augpro-mix", "augpro-fgsm")
-#: seeds a cell needs before the AugPro table calls a gap (the verdict rule in docs/results.md)
-MIN_SEEDS = 3
+#: the paired-seed verdict rule (docs/results.md): an outcome is "ahead"/"behind" when the 95 %
+#: t interval of the per-seed differences excludes 0; see :mod:`augpro.paired`
 DPI = 100
 
 
@@ -215,12 +216,7 @@ def _bold_best(cells: dict[Any, Cell], digits: int = 1) -> dict[Any, str]:
             for k, c in cells.items()}
 
 
-def _clearly_above(a: Cell, b: Cell) -> bool | None:
-    """The verdict rule: ``a``'s mean exceeds ``b``'s by more than the larger std, with at least
-    :data:`MIN_SEEDS` seeds in each (``None`` when either has fewer)."""
-    if min(a.n, b.n) < MIN_SEEDS:
-        return None
-    return a.mean - b.mean > max(a.std, b.std)
+_OUTCOME_WORDS = {"ahead": "ahead", "behind": "behind", "undecided": "undecided"}
 
 
 # --------------------------------------------------------------------------- figures
@@ -261,6 +257,13 @@ class Report:
             groups[key(r)].append(r.score)
         return {k: Cell(v) for k, v in groups.items()}
 
+    def _seed_scores(self, rows: Iterable[_Row], key) -> dict[Any, dict[Any, float]]:
+        """key -> {seed: score}: the per-seed scores that paired comparisons match up."""
+        out: dict[Any, dict[Any, float]] = defaultdict(dict)
+        for r in rows:
+            out[key(r)][r.seed] = r.score
+        return dict(out)
+
     def columns(self) -> list[tuple[str, Any]]:
         return sorted({(r.task, r.size) for r in self.rows}, key=lambda c: (_task_key(c[0]), _sort_key(c[1])))
 
@@ -288,18 +291,19 @@ class Report:
         return _markdown_table(header, body)
 
     def augpro_table(self) -> list[str]:
-        """Per task and size: the best AugPro KD variant against the best other augmentation.
+        """Per task, size and condition: the best AugPro KD variant against the best other augmentation.
 
-        The outcome applies the verdict rule of ``docs/results.md``: with at least
-        :data:`MIN_SEEDS` seeds in both cells, one side is *ahead* when its mean exceeds the
-        other's by more than the larger of the two stds; otherwise the gap is *within the seed
-        spread*. The best of each side is picked by its mean, so the comparison favours neither.
+        Both sides are picked by their mean (so the comparison favours neither method family), then
+        compared seed by seed: the paired difference with its 95 % interval and the outcome of the
+        verdict rule (:mod:`augpro.paired`). An undecided outcome says how many seeds would
+        settle it at the measured spread.
         """
         kd = [r for r in self.rows if r.mode == "kd"]
         if not any(r.method in AUGPRO_METHODS for r in kd) or not any(
                 r.method not in AUGPRO_METHODS and r.method != "none" for r in kd):
             return []
         cells = self._cells(kd, lambda r: ((r.task, r.size, r.cond), (r.method, r.degree, r.copies)))
+        seeds = self._seed_scores(kd, lambda r: ((r.task, r.size, r.cond), (r.method, r.degree, r.copies)))
         columns = sorted({k for k, _ in cells}, key=lambda c: (_task_key(c[0]), _sort_key(c[1]), repr(c[2])))
 
         def best(side: dict[tuple, Cell]) -> tuple[tuple, Cell]:
@@ -307,7 +311,7 @@ class Report:
             v = max(order, key=lambda v: side[v].mean)  # first of equal means in method order
             return v, side[v]
 
-        body, tally = [], defaultdict(int)
+        body, outcomes = [], []
         for col in columns:
             mine = {v: c for (k, v), c in cells.items() if k == col}
             aug = {v: c for v, c in mine.items() if v[0] in AUGPRO_METHODS}
@@ -315,28 +319,66 @@ class Report:
             if not aug or not other:
                 continue
             (va, ca), (vo, co) = best(aug), best(other)
-            gap = ca.mean - co.mean
-            spread = max(ca.std, co.std)
-            if min(ca.n, co.n) < MIN_SEEDS:
-                outcome = f"fewer than {MIN_SEEDS} seeds"
-            elif gap > spread:
-                outcome = "**AugPro ahead**"
-            elif -gap > spread:
-                outcome = "**other ahead**"
-            else:
-                outcome = "within the seed spread"
-            tally[outcome.strip("*")] += 1
-            none = [c for v, c in mine.items() if v[0] == "none"]
+            diff = pair(seeds[(col, va)], seeds[(col, vo)])
+            none = [v for v in mine if v[0] == "none"]
+            vs_none = pair(seeds[(col, va)], seeds[(col, none[0])]).text() if len(none) == 1 else ""
+            outcomes.append(diff.outcome)
             name = f"{_task_name(col[0])} n={_size_name(col[1])}" + (f" ({_cond_label(col[2])})" if col[2] else "")
-            body.append([name, none[0].text() if len(none) == 1 else "", f"{_method_label(*va, ())}: {ca.text()}",
-                         f"{_method_label(*vo, ())}: {co.text()}", f"{gap:+.1f}",
-                         f"{spread:.1f}" if min(ca.n, co.n) >= 2 else "–", outcome])
+            body.append([name, mine[none[0]].text() if len(none) == 1 else "",
+                         f"{_method_label(*va, ())}: {ca.text()}", vs_none,
+                         f"{_method_label(*vo, ())}: {co.text()}", diff.text(), describe(diff)])
         if not body:
             return []
-        order = ["AugPro ahead", "other ahead", "within the seed spread", f"fewer than {MIN_SEEDS} seeds"]
-        summary = "; ".join(f"{k}: {tally[k]}" for k in order if tally[k])
-        return _markdown_table(["column", "KD no DA", "best AugPro", "best other augmentation", "gap", "larger std",
-                                "outcome"], body, ["---"] + ["---:"] * 5 + ["---"]) + ["", f"Columns: {summary}."]
+        tally = "; ".join(f"{k}: {outcomes.count(k)}" for k in ("ahead", "behind", "undecided") if outcomes.count(k))
+        return _markdown_table(["column", "KD no DA", "best AugPro", "AugPro − KD no DA", "best other augmentation",
+                                "AugPro − other (paired)", "outcome"], body,
+                               ["---"] + ["---:"] * 5 + ["---"]) + \
+            ["", f"Columns: {tally}. Verdict over all columns shown: {claim_verdict(outcomes)} (docs/results.md "
+                 "says which columns are informative)."]
+
+    def paired_table(self, reference: str) -> list[str]:
+        """Every variant's paired difference to a reference in each column (mean [95 % interval]).
+
+        ``reference``: ``"nodata"`` (the same mode without augmentation), ``"ft"`` (FT without
+        augmentation) or ``"best"`` (the best other variant of the column by mean). Empty when no
+        cell has two seeds paired with its reference.
+        """
+        cols = self.columns()
+        variants = self.variants(self.rows)
+        seeds = self._seed_scores(self.rows, lambda r: ((r.mode, r.method, r.degree, r.copies, r.cond),
+                                                        (r.task, r.size)))
+        cells = self._cells(self.rows, lambda r: ((r.mode, r.method, r.degree, r.copies, r.cond), (r.task, r.size)))
+        body, any_pair = [], False
+        for v in variants:
+            row = [_variant_label(*v)]
+            for col in cols:
+                if (v, col) not in seeds:
+                    row.append("")
+                    continue
+                if reference == "nodata":
+                    ref = (v[0], "none", None, 1, v[4])
+                elif reference == "ft":
+                    ref = ("ft", "none", None, 1, v[4])
+                else:
+                    others = [(w, cells[(w, col)]) for w in variants if w != v and (w, col) in cells]
+                    ref = max(others, key=lambda wc: wc[1].mean)[0] if others else None
+                if ref is None or ref == v or (ref, col) not in seeds:
+                    row.append("")
+                    continue
+                d = pair(seeds[(v, col)], seeds[(ref, col)])
+                any_pair |= d.n >= 2
+                text = d.text()
+                if d.outcome != "undecided":
+                    text = f"**{text}**"
+                if reference == "best":
+                    text += f" vs {_variant_label(*ref)}"
+                row.append(text)
+            if any(row[1:]):
+                body.append(row)
+        if not any_pair:
+            return []
+        header = ["method"] + [f"{_task_name(t)} n={_size_name(s)}" for t, s in cols]
+        return _markdown_table(header, body)
 
     def teacher_cells(self) -> dict[tuple, Cell]:
         seen: dict[tuple, float] = {}
@@ -422,6 +464,7 @@ class Report:
             return []
         most = copies[-1]
         cells = self._cells(deg_rows, lambda r: ((r.mode, r.cond, r.size), r.copies, r.degree))
+        seeds = self._seed_scores(deg_rows, lambda r: ((r.mode, r.cond, r.size), r.copies, r.degree))
         sizes = sorted({r.size for r in deg_rows}, key=_sort_key)
         keys = sorted({(r.mode, r.cond) for r in deg_rows}, key=lambda k: (_mode_key(k[0]), repr(k[1])))
         body = []
@@ -429,20 +472,22 @@ class Report:
             row = [mode.upper() + (f" ({_cond_label(cond)})" if cond else "")]
             for size in sizes:
                 k = (mode, cond, size)
-                pairs = [(cells[(k, most, d)], cells[(k, 1, d)])
+                pairs = [pair(seeds[(k, most, d)], seeds[(k, 1, d)])
                          for d in sorted({r.degree for r in deg_rows}, key=_sort_key)
                          if d is not None and d > 0 and (k, 1, d) in cells and (k, most, d) in cells]
                 if not pairs:
                     row.append("")
                     continue
-                diffs = [m.mean - o.mean for m, o in pairs]
-                clear = [c for c in (_clearly_above(m, o) for m, o in pairs) if c is not None]
+                diffs = [p.mean for p in pairs]
+                ahead = sum(p.outcome == "ahead" for p in pairs)
+                behind = sum(p.outcome == "behind" for p in pairs)
                 text = f"{sum(diffs) / len(diffs):+.1f} ({sum(x > 0 for x in diffs)}/{len(diffs)}"
-                row.append(text + (f"; {sum(clear)} clear)" if clear else ")"))
+                marks = [f"{ahead} ahead"] * bool(ahead) + [f"{behind} behind"] * bool(behind)
+                row.append(text + (f"; {', '.join(marks)})" if marks else ")"))
             body.append(row)
-        return [f"{most} copies vs 1, {_task_name(task)}, {method}: mean difference of the dev score ×100 over the "
-                "degrees above 0, at how many of them the extra copies scored higher, and at how many *clearly* "
-                f"higher (by more than the larger std, with at least {MIN_SEEDS} seeds each):", ""] + \
+        return [f"{most} copies vs 1, {_task_name(task)}, {method}: mean paired difference of the dev score ×100 over "
+                "the degrees above 0, at how many of them the extra copies scored higher, and at how many the "
+                "paired 95 % interval lies above 0 (*ahead*) or below 0 (*behind*):", ""] + \
             _markdown_table(["mode"] + [f"n={_size_name(s)}" for s in sizes], body) + [""]
 
     def _degree_cells(self, deg_rows: list[_Row]) -> dict[tuple, Cell]:
@@ -460,6 +505,7 @@ class Report:
 
     def best_degree_table(self, task: str, method: str, deg_rows: list[_Row]) -> list[str]:
         cells = self._degree_cells(deg_rows)
+        seeds = self._seed_scores(deg_rows, lambda r: ((r.mode, r.copies, r.cond, r.size), r.degree))
         best = self._best_degrees(cells)
         sizes = sorted({k[3] for k in best}, key=_sort_key)
         lines_keys = sorted({k[:3] for k in best}, key=lambda k: (_mode_key(k[0]), k[1], repr(k[2])))
@@ -472,20 +518,61 @@ class Report:
             if not others:
                 return f"{degree:g} ({cell.mean:.1f})"
             d2, c2 = others[0]
-            clear = _clearly_above(cell, c2)
-            mark = "" if clear is None else (", clear" if clear else ", within std")
-            return f"{degree:g} ({cell.mean:.1f}; {cell.mean - c2.mean:+.1f} over {d2:g}{mark})"
+            lead = pair(seeds[(key, degree)], seeds[(key, d2)])
+            mark = "" if lead.n < 2 else f", {describe(lead)}"
+            return f"{degree:g} ({cell.mean:.1f}; {lead.text()} over {d2:g}{mark})"
 
         body = []
         for lk in lines_keys:
             label = lk[0].upper() + (f" ({_cond_label(lk[2])})" if lk[2] else "")
             body.append([label, str(lk[1])] + [text((*lk, s)) if (*lk, s) in best else "" for s in sizes])
-        return [f"Best degree per training-set size, {_task_name(task)}, {method}: its mean score, its lead over "
-                "the runner-up degree, and whether that lead is *clear* (more than the larger std, with at least "
-                f"{MIN_SEEDS} seeds each):", ""] + \
+        return [f"Best degree per training-set size, {_task_name(task)}, {method}: its mean score, its paired lead "
+                "over the runner-up degree (mean [95 % interval] over seeds), and whether that lead is *ahead* (the "
+                "interval above 0) or undecided (with the seeds that would settle it at this spread):", ""] + \
             _markdown_table(header, body, ["---", "---:"] + ["---:"] * len(sizes)) + [""]
 
     # ---- figures
+    def paired_figure(self, out: Path, task: str) -> None:
+        """Each variant's paired difference to FT without augmentation, with its 95 % interval as the
+        error bar, one panel per training-set size (only where some variant has 2 paired seeds)."""
+        rows = [r for r in self.rows if r.task == task]
+        sizes = sorted({r.size for r in rows}, key=_sort_key)
+        seeds = self._seed_scores(rows, lambda r: ((r.mode, r.method, r.degree, r.copies, r.cond), r.size))
+        panels = []
+        for size in sizes:
+            found = []
+            for v in self.variants([r for r in rows if r.size == size]):
+                ref = ("ft", "none", None, 1, v[4])
+                if v == ref or (v, size) not in seeds or (ref, size) not in seeds:
+                    continue
+                d = pair(seeds[(v, size)], seeds[(ref, size)])
+                if d.n >= 2:
+                    found.append((v, d))
+            if found:
+                panels.append((size, found))
+        if not panels:
+            return
+        plt = _plt()
+        height = max(2.5, 0.35 * max(len(f) for _, f in panels) + 1.2)
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), height), squeeze=False)
+        for ax, (size, found) in zip(axes[0], panels):
+            ys = list(range(len(found)))[::-1]
+            means = [d.mean for _, d in found]
+            errs = [d.half_width for _, d in found]
+            colors = [_MODE_COLORS.get(v[0], "gray") for v, _ in found]
+            ax.barh(ys, means, xerr=errs, color=colors, edgecolor="black", linewidth=0.5, capsize=3)
+            ax.axvline(0, color="black", linewidth=0.8)
+            ax.set_yticks(ys)
+            ax.set_yticklabels([_variant_label(*v) for v, _ in found], fontsize=7)
+            ax.set_title(f"n={_size_name(size)} ({found[0][1].n} seeds)")
+            ax.set_xlabel("paired difference to FT, dev ×100 (95 % CI)")
+            ax.grid(axis="x", alpha=0.3)
+        fig.suptitle(f"{_task_name(task)}: each method minus FT without augmentation, same seeds")
+        fig.tight_layout()
+        name = f"paired_{_slug(task)}.png"
+        _save(fig, out / name)
+        self.figures.append((name, f"{_task_name(task)}: paired difference to FT without augmentation (95 % intervals)"))
+
     def methods_figure(self, out: Path, task: str) -> None:
         rows = [r for r in self.rows if r.task == task]
         variants = self.variants(rows)
@@ -631,6 +718,7 @@ class Report:
         with plt.style.context("default"):
             for task in self.tasks:
                 self.methods_figure(out, task)
+                self.paired_figure(out, task)
             for task, method, rows, suffix in self.degree_groups():
                 self.degree_figure(out, task, method, rows, suffix)
                 self.best_degree_figure(out, task, method, rows, suffix)
@@ -654,12 +742,23 @@ class Report:
             lines += ["`teacher`: the fine-tuned teacher the KD students learn from (one per task, size and seed).",
                       ""]
         lines += self.methods_table() + [""]
+        paired_intro = ("Runs with the same seed share their training subset, initialisation and data order, so "
+                        "each comparison is the mean of the per-seed differences (dev score ×100) with its 95 % "
+                        "Student-t interval over the seeds: `mean [low, high]`. Bold: the interval excludes 0.")
+        sections = [("against the same mode without augmentation", self.paired_table("nodata")),
+                    ("against FT without augmentation", self.paired_table("ft")),
+                    ("against the best other method of the column (by mean)", self.paired_table("best"))]
+        if any(t for _, t in sections):
+            lines += ["## Paired differences", "", paired_intro, ""]
+            for title, table in sections:
+                if table:
+                    lines += [f"### Each method {title}", ""] + table + [""]
         claim = self.augpro_table()
         if claim:
             lines += ["## AugPro against the other augmentation methods (KD)", "",
                       "Per column, the best AugPro variant against the best other augmentation (both picked by "
-                      f"mean). With at least {MIN_SEEDS} seeds in both cells, a side is *ahead* when the gap "
-                      "exceeds the larger of the two stds; otherwise the gap is within the seed spread.", ""]
+                      "mean), compared seed by seed: *ahead* or *behind* when the paired 95 % interval excludes 0, "
+                      "else *undecided*, with the number of seeds that would settle it at the measured spread.", ""]
             lines += claim + [""]
         deg = self.degree_tables()
         if deg:

@@ -27,8 +27,9 @@ from augpro.augment import build_augmenter
 from augpro.augment.base import PrepareContext
 from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
 from augpro.cache import cached_tensor, fingerprint
-from augpro.config import TrainConfig, validate
-from augpro.data import TEACHER_PREFIX, Collator, EncodedDataset, TaskData, encode, load_task_data, subset
+from augpro.config import VAL_SEED, TrainConfig, validate
+from augpro.data import (TEACHER_PREFIX, Collator, EncodedDataset, TaskData, encode, hold_out, load_task_data,
+                         subset)
 from augpro.distill import DistillTrainer, last_complete_checkpoint, model_inputs
 from augpro.errors import UserError
 from augpro.metrics import compute_metrics
@@ -47,6 +48,9 @@ def load_data(cfg: TrainConfig) -> TaskData:
     data = load_task_data(task, data_dir=cfg.data_dir, from_hub=cfg.from_hub, train_file=cfg.train_file,
                           dev_file=cfg.dev_file, text_columns=cols, label_column=cfg.label_column,
                           regression=cfg.regression)
+    # the validation rows come out first (a fixed seed: the same rows for every run seed), so that
+    # no training subset of any seed overlaps them
+    data.train, data.val = hold_out(data.train, cfg.val_size, VAL_SEED, data.task.is_regression)
     data.train = subset(data.train, cfg.train_size, cfg.seed, data.task.is_regression)
     if cfg.dev_size is not None and cfg.dev_size < len(data.dev):
         data.dev = subset(data.dev, cfg.dev_size, 0, data.task.is_regression)  # same rows for every run
@@ -179,6 +183,31 @@ def replica_weight_hashes(model: torch.nn.Module) -> list[str]:
     return [mine]
 
 
+def _split_metrics(metrics: dict[str, float], prefix: str, names: tuple[str, ...]) -> dict[str, float]:
+    """The task's metrics and ``score`` of one ``Trainer.evaluate`` result, without the key prefix."""
+    return {k[len(prefix):]: float(v) for k, v in metrics.items()
+            if k.startswith(prefix) and k[len(prefix):] in (*names, "score")}
+
+
+def eval_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-epoch evaluations of a training run: ``{"step", "epoch", "dev"[, "val"]}`` scores, in order.
+
+    ``log_history`` is ``Trainer.state.log_history``; with a validation split the Trainer logs
+    ``eval_val_score`` and ``eval_dev_score``, without one ``eval_score`` (the dev set). The final
+    evaluations after training are not in it (they are the run's ``dev`` and ``val``).
+    """
+    points: dict[int, dict[str, Any]] = {}
+    for entry in log_history:
+        step = entry.get("step")
+        if step is None:
+            continue
+        for key, name in (("eval_score", "dev"), ("eval_dev_score", "dev"), ("eval_val_score", "val")):
+            if key in entry:
+                point = points.setdefault(int(step), {"step": int(step), "epoch": entry.get("epoch")})
+                point[name] = float(entry[key])
+    return [points[k] for k in sorted(points)]
+
+
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
     """Run one teacher/KD/FT training and return what ``metrics.json`` holds."""
     validate(cfg)
@@ -213,6 +242,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     check_max_length(cfg.max_length, tokenizer, model, None if retokenize else teacher)
     train_ds = encode(data.train, tokenizer, cfg.max_length)
     dev_ds = encode(data.dev, tokenizer, cfg.max_length)
+    val_ds = encode(data.val, tokenizer, cfg.max_length) if data.val is not None else None
     pad_id = tokenizer.pad_token_id or 0
     # the teacher's tokenization: the student's, or its own beside it when they differ
     t_tok = retokenize.teacher_tokenizer if retokenize else tokenizer
@@ -272,7 +302,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
     augmenter = build_augmenter(
         cfg.augment, degree=cfg.degree, embedding_table=emb_table,
-        alpha=cfg.mix_alpha, granularity=cfg.mix_granularity, eps=cfg.fgsm_eps,
+        alpha=cfg.mix_alpha, granularity=cfg.mix_granularity, eps=cfg.resolved_fgsm_eps,
         projection_table=cfg.projection_table, knn_k=cfg.knn_k)
     if augmenter is not None:
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
@@ -290,7 +320,8 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
     # --- training ---
     trainer = DistillTrainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
+        model=model, args=args, train_dataset=train_ds,
+        eval_dataset={"val": val_ds, "dev": dev_ds} if val_ds is not None else dev_ds,
         data_collator=Collator(pad_id, task.is_regression, teacher_pad_token_id=t_pad),
         compute_metrics=lambda p: compute_metrics(task, p.predictions, p.label_ids),
         mode=cfg.mode, teacher=teacher, augmenter=augmenter, copies=cfg.copies,
@@ -308,9 +339,10 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         train_result = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.time() - started
-    dev = trainer.evaluate()
-    dev_metrics = {k[len("eval_"):]: float(v) for k, v in dev.items()
-                   if k.startswith("eval_") and k[len("eval_"):] in (*task.metrics, "score")}
+    history = eval_history(trainer.state.log_history)  # before the final evaluations below log theirs
+    dev_metrics = _split_metrics(trainer.evaluate(dev_ds), "eval_", task.metrics)
+    val_metrics = _split_metrics(trainer.evaluate(val_ds, metric_key_prefix="val"), "val_", task.metrics) \
+        if val_ds is not None else None
 
     result: dict[str, Any] = {
         "is_main_process": trainer.is_world_process_zero(),
@@ -318,6 +350,9 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         "mode": cfg.mode,
         "task": task.name,
         "dev": dev_metrics,
+        "val": val_metrics,
+        "val_examples": len(val_ds) if val_ds is not None else 0,
+        "history": history,
         "runtime_s": round(time.time() - started, 2),
         "train_runtime_s": round(train_seconds, 2),
         "train_examples": len(train_ds),

@@ -90,16 +90,23 @@ log = logging.getLogger("augpro.study")
 
 RESULTS_FILE = "results.jsonl"
 PRUNED_FILE = "results.pruned.jsonl"
-TOP_LEVEL_KEYS = ("output_dir", "base", "teacher", "grids", "description", "name")
+TOP_LEVEL_KEYS = ("output_dir", "base", "teacher", "grids", "description", "name", "shared_teachers")
+#: the value of a run's ``teacher`` setting that selects its task's teacher from ``shared_teachers``
+SHARED = "shared"
+#: keys of a shared-teachers file
+SHARED_TEACHER_KEYS = ("dir", "base", "tasks", "description")
 #: settings that never change a run's result, left out of run ids
 UNHASHED = ("output_dir", "data_dir", "progress", "threads", "resume", "cache")
 #: settings the study itself controls for student runs
-FORCED = {"save_checkpoints": False, "eval_every_epoch": False, "progress": False, "resume": False}
+FORCED = {"save_checkpoints": False, "progress": False, "resume": False}
+#: settings a study gives its student runs unless the config sets them (a learning-curve pilot
+#: sets ``eval-every-epoch: true``)
+STUDY_DEFAULTS = {"eval_every_epoch": False}
 #: settings a teacher takes from the student run it serves (the ``teacher:`` section may override)
 TEACHER_INHERITS = tuple(k for k in (
     "task", "data_dir", "from_hub", "train_file", "dev_file", "text_columns", "label_column", "regression",
-    "train_size", "dev_size", "max_length", "model", "seed", "batch_size", "eval_batch_size", "trust_remote_code",
-    "cache", "threads") if k in {f.name for f in fields(TrainConfig)})
+    "train_size", "val_size", "dev_size", "max_length", "model", "seed", "batch_size", "eval_batch_size",
+    "trust_remote_code", "defaults_version", "cache", "threads") if k in {f.name for f in fields(TrainConfig)})
 #: files of a finished run that stay after its weights are deleted
 KEEP_FILES = ("metrics.json", "train_ids.json", "train.log")
 
@@ -192,13 +199,20 @@ def _hash(obj: Any, n: int = 12) -> str:
 
 
 _DEFAULTS = TrainConfig().to_dict()
+#: what a setting is compared with to decide whether it enters a run id: TrainConfig's defaults,
+#: except ``defaults_version``, which is compared with 1 (the version every run had before the
+#: setting existed). So a run of an old config keeps its id when the config pins
+#: ``defaults-version: 1``, and a run under newer defaults gets a new id instead of an old id
+#: whose committed result the new defaults would not reproduce.
+_ID_BASELINE = {**_DEFAULTS, "defaults_version": 1}
 
 
 def _hashed_view(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that identify a run: those that differ from TrainConfig's defaults, so that a
-    setting added to TrainConfig later (with a default that keeps the old behaviour) does not
-    change the ids of finished runs."""
-    return {k: v for k, v in settings.items() if k not in UNHASHED and (k not in _DEFAULTS or v != _DEFAULTS[k])}
+    """The settings that identify a run: those that differ from the id baseline (TrainConfig's
+    defaults), so that a setting added to TrainConfig later (with a default that keeps the old
+    behaviour) does not change the ids of finished runs."""
+    return {k: v for k, v in settings.items()
+            if k not in UNHASHED and (k not in _ID_BASELINE or v != _ID_BASELINE[k])}
 
 
 def _check_run(settings: dict[str, Any], where: str) -> None:
@@ -226,6 +240,15 @@ class Teacher:
     teacher_id: str
     settings: dict[str, Any]
     folder: Path
+    #: a shared teacher (``teacher: shared``): trained once per task for every study naming the same
+    #: shared-teachers file; it resumes from its epoch checkpoints instead of restarting
+    shared: bool = False
+
+    @property
+    def claim_root(self) -> Path:
+        """The folder whose ``.claims/`` holds this teacher's claim (a shared teacher's is its own
+        folder's parent, so that workers of different studies never train it twice)."""
+        return self.folder.parent if self.shared else self.folder.parent.parent
 
 
 @dataclass
@@ -280,6 +303,80 @@ def _teacher_for(settings: dict[str, Any], teacher_section: dict[str, Any], out:
     return Teacher(teacher_id=tid, settings=full, folder=folder)
 
 
+@dataclass
+class SharedTeachers:
+    """A shared-teachers file: one teacher setting per task, trained once and reused by every study."""
+
+    path: Path
+    folder: Path
+    base: dict[str, Any]
+    tasks: dict[str, dict[str, Any]]
+
+
+def load_shared_teachers(value: Any, config_path: Path) -> SharedTeachers:
+    """Read the ``shared_teachers:`` file a study config names (a path relative to the config's folder).
+
+    Format::
+
+        dir: runs/shared-teachers          # where the teachers go (relative to the working folder)
+        base: {epochs: 3, bf16: true}      # settings of every shared teacher
+        tasks:                             # one entry per task that has a shared teacher
+          sst2: {max-length: 64}
+          mrpc: {max-length: 128, epochs: 5}
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{config_path}: shared_teachers must be the path of a shared-teachers YAML file")
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = config_path.parent / path
+    if not path.is_file():
+        raise UserError(f"{config_path}: shared-teachers file {path} not found")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: a shared-teachers file is a mapping with dir, base and tasks")
+    for key in doc:
+        if key not in SHARED_TEACHER_KEYS:
+            raise UserError(f"{path}: unknown key {key!r}; expected {', '.join(SHARED_TEACHER_KEYS)}")
+    if not doc.get("dir"):
+        raise UserError(f"{path}: no dir (where the shared teachers go)")
+    tasks_raw = doc.get("tasks")
+    if not isinstance(tasks_raw, dict) or not tasks_raw:
+        raise UserError(f"{path}: tasks must map each task name to its teacher's settings")
+    base = _teacher_section(doc.get("base"), "base", path)
+    tasks = {str(t): _teacher_section(v, f"tasks.{t}", path) for t, v in tasks_raw.items()}
+    return SharedTeachers(path=path, folder=Path(str(doc["dir"])).expanduser(), base=base, tasks=tasks)
+
+
+def _shared_teacher_for(settings: dict[str, Any], shared: SharedTeachers | None, where: str) -> Teacher:
+    """The shared teacher of a student run's task: its settings come from the shared-teachers file
+    alone (plus where to read the data), so every study and grid naming the file gets the same one."""
+    if shared is None:
+        raise UserError(f"{where}: teacher: {SHARED} needs a shared_teachers file at the top of the config")
+    task = settings["task"]
+    if task not in shared.tasks:
+        raise UserError(f"{where}: {shared.path} has no teacher for task {task!r} (it has "
+                        f"{', '.join(sorted(shared.tasks))})")
+    values = {k: settings[k] for k in ("data_dir", "from_hub", "cache", "threads", "trust_remote_code")}
+    values.update(shared.base)
+    values.update(shared.tasks[task])
+    values.update(mode="teacher", task=task, augment="none", degree=None, copies=1, teacher=None, progress=False,
+                  resume=True)
+    values.setdefault("save_checkpoints", True)   # a long teacher resumes after a kill
+    full = TrainConfig(**values).to_dict()
+    try:
+        validate(TrainConfig(**full))
+    except UserError as exc:
+        raise UserError(f"{shared.path}: tasks.{task}: {exc}") from None
+    tid = _hash(_hashed_view(full), 8)
+    size = full["train_size"] if full["train_size"] is not None else "all"
+    folder = shared.folder / f"{task}-n{size}-s{full['seed']}-{tid}"
+    full["output_dir"] = str(folder)
+    return Teacher(teacher_id=tid, settings=full, folder=folder, shared=True)
+
+
 def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> Study:
     """Parse, validate and expand a study YAML into its run list (nothing is written)."""
     path = Path(config_path)
@@ -300,6 +397,7 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
     out = Path(str(out)).expanduser()
 
     base = _clean_section(doc.get("base"), "base", path)
+    shared = load_shared_teachers(doc["shared_teachers"], path) if doc.get("shared_teachers") is not None else None
     teacher_section = _teacher_section(doc.get("teacher"), "the teacher section", path)
     grids_raw = doc.get("grids")
     if grids_raw is None:
@@ -320,7 +418,7 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
     seen: set[str] = set()
     for gi, grid in enumerate(grids):
         for point in _expand(grid):
-            values = {**base, **point}
+            values = {**STUDY_DEFAULTS, **base, **point}
             values.update(FORCED)
             values["output_dir"] = None
             settings = TrainConfig(**values).to_dict()
@@ -330,7 +428,12 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
             _check_run(settings, where)
             teacher: Teacher | None = None
             hashed = _hashed_view(settings)
-            if settings["mode"] == "kd" and not settings["teacher"]:
+            if settings["mode"] == "kd" and settings["teacher"] == SHARED:
+                teacher = _shared_teacher_for(settings, shared, where)
+                teachers.setdefault(teacher.teacher_id, teacher)
+                hashed["teacher"] = f"shared-teacher:{teacher.teacher_id}"
+                settings["teacher"] = str(teacher.folder)
+            elif settings["mode"] == "kd" and not settings["teacher"]:
                 teacher = _teacher_for(settings, grid_teachers[gi], out)
                 try:
                     validate(TrainConfig(**teacher.settings))
@@ -579,7 +682,7 @@ def _worker_lock(out: Path, results_path: Path):
 def _claim(out: Path, name: str):
     """Claim ``name`` (a run id, or ``teacher-<id>``) for this worker; None if another worker has it."""
     folder = out / CLAIMS_DIR
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     return _flock(folder / f"{name}.lock")
 
 
@@ -616,9 +719,9 @@ def _ensure_teacher(teacher: Teacher) -> dict[str, Any]:
     done = teacher.folder / "metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
-    if teacher.folder.exists():
-        shutil.rmtree(teacher.folder)  # stale: killed before it finished
-    teacher.folder.mkdir(parents=True)
+    if teacher.folder.exists() and not teacher.shared:
+        shutil.rmtree(teacher.folder)  # stale: killed before it finished (a shared one resumes instead)
+    teacher.folder.mkdir(parents=True, exist_ok=True)
     train = _trainer()
     with _quiet(teacher.folder / "train.log"):
         return train(TrainConfig(**teacher.settings))
@@ -640,6 +743,10 @@ def _result_line(run: Run, result: dict[str, Any], teacher_metrics: dict[str, An
         "seed": s["seed"],
         "dev": dev,
         "score": dev.get("score"),
+        # the validation split carved from the training rows (--val-size), and the per-epoch
+        # scores when the run evaluated every epoch: what tuning and learning curves may use
+        "val": result.get("val"),
+        "history": result.get("history") or None,
         "realised_degree": aug.get("realised_degree"),
         "label_flip_rate": aug.get("label_flip_rate"),
         # the settings the augmenter actually used (defaults resolved, e.g. FGSM's eps when the
@@ -787,7 +894,7 @@ def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
                     if run.teacher is not None:
                         tid = run.teacher.teacher_id
                         if tid not in teacher_metrics:
-                            t_claim = _claim(study.output_dir, f"teacher-{tid}")
+                            t_claim = _claim(run.teacher.claim_root, f"teacher-{tid}")
                             if t_claim is None:  # another worker is training it: come back later
                                 waiting = True
                                 continue
@@ -795,7 +902,7 @@ def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
                                 bar.set_postfix_str(f"teacher {run.teacher.folder.name}", refresh=True)
                                 current = run
                                 teacher_metrics[tid] = _ensure_teacher(run.teacher)
-                                _drop_claim(study.output_dir, f"teacher-{tid}")
+                                _drop_claim(run.teacher.claim_root, f"teacher-{tid}")
                         t_metrics = teacher_metrics[tid]
                     current = run
                     bar.set_postfix_str(run.describe(), refresh=True)
