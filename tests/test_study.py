@@ -986,3 +986,41 @@ def test_study_records_val_and_history(fake, tmp_path, monkeypatch):
     plain = write_yaml(tmp_path / "p.yaml", {"output_dir": str(tmp_path / "p"), "grids": [{"mode": "ft"}]})
     run_study(str(plain))
     assert fake.calls[-1]["eval_every_epoch"] is False  # the study's default otherwise
+
+
+def test_grid_priority_orders_runs_before_seeds(tmp_path):
+    cfg = write_yaml(tmp_path / "p.yaml", {"output_dir": "o", "grids": [
+        {"task": "sst2", "train-size": 1000, "mode": "ft", "seed": [0, 1]},
+        {"task": "sst2", "train-size": 2000, "mode": "ft", "seed": [0, 1], "priority": -1}]})
+    order = [(r.settings["train_size"], r.settings["seed"]) for r in load_study(str(cfg)).runs]
+    assert order == [(2000, 0), (2000, 1), (1000, 0), (1000, 1)]
+    bad = write_yaml(tmp_path / "b.yaml", {"output_dir": "o", "grids": [{"mode": "ft", "priority": "high"}]})
+    with pytest.raises(UserError, match="priority must be an integer"):
+        load_study(str(bad))
+    # without priorities: seed first, as before
+    plain = write_yaml(tmp_path / "q.yaml", {"output_dir": "o", "grids": [
+        {"task": "sst2", "train-size": [1000, 2000], "mode": "ft", "seed": [0, 1]}]})
+    assert [(r.settings["train_size"], r.settings["seed"]) for r in load_study(str(plain)).runs] == \
+        [(1000, 0), (2000, 0), (1000, 1), (2000, 1)]
+
+
+def test_report_learning_curves(tmp_path):
+    """Runs with a per-epoch history get a curves figure and a table of where validation flattens."""
+    rows = []
+    for mode, vals in (("ft", [60, 70, 75, 78.5, 79, 78.8]), ("kd", [62, 72, 74, 80, 79.5, 81])):
+        hist = [{"step": 10 * (i + 1), "epoch": float(i + 1), "val": v / 100, "dev": (v - 1) / 100}
+                for i, v in enumerate(vals)]
+        rows.append({"run_id": mode, "score": 0.77, "val": {"score": vals[-1] / 100}, "history": hist,
+                     "task": "sst2", "train_size": 1000, "mode": mode, "augment": "none", "degree": None,
+                     "copies": 1, "seed": 0, "settings": {"task": "sst2", "train_size": 1000, "mode": mode}})
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(str(tmp_path / "r.jsonl"), str(tmp_path / "rep"))
+    assert (tmp_path / "rep" / "curves_sst2.png").is_file()
+    md = (tmp_path / "rep" / "README.md").read_text()
+    table = md.split("## Learning curves")[1].split("\n## ")[0]
+    ft = next(x for x in table.splitlines() if "| FT none |" in x)
+    kd = next(x for x in table.splitlines() if "| KD none |" in x)
+    # FT: best 79.0, within 1 point from 78.5 at step 40 on; KD: best 81.0, the dip to 79.5 at step 50
+    # is more than a point below it, so KD is flat only from its last evaluation
+    assert "| 79.0 | 40 (epoch 4) | 60 | 78.8 | 77.0 |" in ft
+    assert "| 81.0 | 60 (epoch 6) | 60 | 81.0 | 77.0 |" in kd

@@ -42,7 +42,7 @@ _MODE_ORDER = ["kd", "ft"]
 _MODE_COLORS = {"kd": "tab:blue", "ft": "tab:orange"}
 _LINESTYLES = ["-", "--", ":", "-."]
 _MARKERS = ["o", "s", "^", "D", "v", "P"]
-_FIG_PATTERNS = ("methods_", "degree_", "best_degree_", "copies_", "paired_")
+_FIG_PATTERNS = ("methods_", "degree_", "best_degree_", "copies_", "paired_", "curves_")
 #: the AugPro methods (projected augmentation); the AugPro table sets them against every other one
 AUGPRO_METHODS = ("augpro-mix", "augpro-fgsm")
 #: the paired-seed verdict rule (docs/results.md): an outcome is "ahead"/"behind" when the 95 %
@@ -148,6 +148,9 @@ class _Row:
         self.teacher_id = raw.get("teacher_id")
         tdev = raw.get("teacher_dev") or {}
         self.teacher_score = float(tdev["score"]) * 100 if isinstance(tdev.get("score"), (int, float)) else None
+        self.history = [h for h in (raw.get("history") or []) if isinstance(h, dict) and "step" in h]
+        val = raw.get("val") or {}
+        self.val_score = float(val["score"]) * 100 if isinstance(val.get("score"), (int, float)) else None
 
 
 def _cond_label(cond: tuple) -> str:
@@ -380,6 +383,28 @@ class Report:
         header = ["method"] + [f"{_task_name(t)} n={_size_name(s)}" for t, s in cols]
         return _markdown_table(header, body)
 
+    def curves_table(self) -> list[str]:
+        """For runs that evaluated every epoch: where the validation curve flattens.
+
+        *Flat from* is the first evaluation whose validation score is within 1 point (×100) of the
+        run's best, and stays so at every later evaluation: training past it gains less than a point.
+        """
+        rows = [r for r in self.rows if len(r.history) >= 2 and any("val" in h for h in r.history)]
+        if not rows:
+            return []
+        body = []
+        for r in sorted(rows, key=lambda r: (_task_key(r.task), _sort_key(r.size), _variant_key(r), _sort_key(r.seed))):
+            vals = [(h["step"], h["epoch"], h["val"] * 100) for h in r.history if "val" in h]
+            best = max(v for _, _, v in vals)
+            flat = next(i for i in range(len(vals)) if all(v >= best - 1.0 for _, _, v in vals[i:]))
+            step, epoch, _ = vals[flat]
+            body.append([_task_name(r.task), _size_name(r.size), _variant_label(r.mode, r.method, r.degree, r.copies,
+                                                                                r.cond),
+                         str(r.seed), f"{best:.1f}", f"{step} (epoch {epoch:g})", f"{vals[-1][0]}",
+                         "–" if r.val_score is None else f"{r.val_score:.1f}", f"{r.score:.1f}"])
+        return _markdown_table(["task", "n", "method", "seed", "best val", "flat from (within 1 point)", "steps",
+                                "final val", "final dev"], body, ["---", "---:", "---", "---:"] + ["---:"] * 5)
+
     def teacher_cells(self) -> dict[tuple, Cell]:
         seen: dict[tuple, float] = {}
         for r in self.rows:
@@ -532,6 +557,38 @@ class Report:
             _markdown_table(header, body, ["---", "---:"] + ["---:"] * len(sizes)) + [""]
 
     # ---- figures
+    def curves_figure(self, out: Path, task: str) -> None:
+        """Learning curves of runs that evaluated every epoch: score vs step, validation split solid,
+        dev dashed, one panel per training-set size (a pilot that sets the grids' budgets)."""
+        rows = [r for r in self.rows if r.task == task and len(r.history) >= 2]
+        if not rows:
+            return
+        plt = _plt()
+        sizes = sorted({r.size for r in rows}, key=_sort_key)
+        fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4.2), squeeze=False)
+        for ax, size in zip(axes[0], sizes):
+            sel = sorted((r for r in rows if r.size == size), key=lambda r: (_variant_key(r), _sort_key(r.seed)))
+            for i, r in enumerate(sel):
+                label = _variant_label(r.mode, r.method, r.degree, r.copies, r.cond)
+                steps = [h["step"] for h in r.history]
+                color = f"C{i % 10}"
+                if any("val" in h for h in r.history):
+                    ax.plot(steps, [h.get("val", math.nan) * 100 for h in r.history], color=color, marker="o",
+                            markersize=3, label=f"{label}: val")
+                if any("dev" in h for h in r.history):
+                    ax.plot(steps, [h.get("dev", math.nan) * 100 for h in r.history], color=color, linestyle="--",
+                            linewidth=1, label=f"{label}: dev")
+            ax.set_title(f"n={_size_name(size)}")
+            ax.set_xlabel("optimizer steps (batch 32)")
+            ax.set_ylabel("score ×100")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+        fig.suptitle(f"{_task_name(task)}: learning curves (evaluated after every epoch)")
+        fig.tight_layout()
+        name = f"curves_{_slug(task)}.png"
+        _save(fig, out / name)
+        self.figures.append((name, f"{_task_name(task)}: learning curves, validation split (solid) and dev (dashed)"))
+
     def paired_figure(self, out: Path, task: str) -> None:
         """Each variant's paired difference to FT without augmentation, with its 95 % interval as the
         error bar, one panel per training-set size (only where some variant has 2 paired seeds)."""
@@ -719,6 +776,7 @@ class Report:
             for task in self.tasks:
                 self.methods_figure(out, task)
                 self.paired_figure(out, task)
+                self.curves_figure(out, task)
             for task, method, rows, suffix in self.degree_groups():
                 self.degree_figure(out, task, method, rows, suffix)
                 self.best_degree_figure(out, task, method, rows, suffix)
@@ -763,6 +821,12 @@ class Report:
         deg = self.degree_tables()
         if deg:
             lines += ["## Degree of augmentation", ""] + deg
+        curves = self.curves_table()
+        if curves:
+            lines += ["## Learning curves", "",
+                      "Runs that evaluated after every epoch on the validation split carved from the training rows "
+                      "(`val-size`) and on dev. Budgets are read off the validation column only.", ""]
+            lines += curves + [""]
         aug = self.augmentation_table()
         if aug:
             lines += ["## Augmentation statistics", "",

@@ -15,7 +15,15 @@ YAML format (read with ``yaml.safe_load``; nothing in it is evaluated)::
       - {task: cola, mode: kd, augment: none, seed: [0, 1, 2],
          teacher: {max-steps: 600}}    # a mapping: teacher settings for this grid only
 
-A grid's ``teacher`` key is either a teacher folder (every KD run of the grid learns from it, no
+A grid may hold ``priority: N`` (an integer, default 0; not a training setting): runs of lower
+numbers come first, so the column that decides a claim can get all its seeds before the rest.
+
+A top-level ``shared_teachers: FILE`` (a path relative to the config) names one strong teacher
+setting per task, trained once on the task's full training split and shared by every study and
+grid that names the same file: a run with ``teacher: shared`` learns from its task's teacher
+(see :func:`load_shared_teachers`).
+
+A grid's ``teacher`` key is either ``shared``, a teacher folder (every KD run of the grid learns from it, no
 teacher is trained) or a mapping of teacher settings that update the ``teacher:`` section for
 that grid's runs only (a task that needs a longer teacher budget gets it without changing the
 teachers, and so the run ids, of the other grids).
@@ -258,6 +266,9 @@ class Run:
     run_id: str
     settings: dict[str, Any]          # full TrainConfig dict (teacher path filled in for KD runs)
     teacher: Teacher | None = None
+    #: a grid's ``priority`` (default 0): runs of lower priority numbers all come first (every seed
+    #: of the column that decides the headline before the other columns' first seeds)
+    priority: int = 0
 
     def describe(self) -> str:
         s = self.settings
@@ -404,12 +415,19 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
         grids_raw = [{}]
     if not isinstance(grids_raw, list) or not grids_raw:
         raise UserError(f"{path}: grids must be a non-empty list of mappings")
-    grids, grid_teachers = [], []
+    grids, grid_teachers, priorities = [], [], []
     for i, g in enumerate(grids_raw):
         own: dict[str, Any] = {}
         if isinstance(g, dict) and isinstance(g.get("teacher"), dict):
             g = dict(g)
             own = _teacher_section(g.pop("teacher"), f"grids[{i}].teacher", path)
+        priority = 0
+        if isinstance(g, dict) and "priority" in g:
+            g = dict(g)
+            priority = g.pop("priority")
+            if isinstance(priority, bool) or not isinstance(priority, int):
+                raise UserError(f"{path}: grids[{i}].priority must be an integer, got {priority!r}")
+        priorities.append(priority)
         grids.append(_clean_section(g, f"grids[{i}]", path, grid=True))
         grid_teachers.append({**teacher_section, **own})
 
@@ -450,13 +468,15 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
                 continue
             seen.add(run_id)
             settings["output_dir"] = str(out / "runs" / run_id)
-            runs.append(Run(run_id=run_id, settings=settings, teacher=teacher))
+            runs.append(Run(run_id=run_id, settings=settings, teacher=teacher, priority=priorities[gi]))
 
-    # seed first (a partial study has every cell at fewer seeds), then groups sharing a teacher
+    # priority first (a grid's `priority:`, default 0), then seed (a partial study has every cell at
+    # fewer seeds), then groups sharing a teacher
     group_order: dict[tuple, int] = {}
     for r in runs:
         group_order.setdefault((r.settings["task"], r.settings["train_size"]), len(group_order))
-    runs = sorted(runs, key=lambda r: (r.settings["seed"], group_order[(r.settings["task"], r.settings["train_size"])]))
+    runs = sorted(runs, key=lambda r: (r.priority, r.settings["seed"],
+                                       group_order[(r.settings["task"], r.settings["train_size"])]))
     return Study(path=path, output_dir=out, runs=runs, teachers=teachers)
 
 
