@@ -19,7 +19,7 @@ DEFAULTS_VERSION = 2
 DEFAULTS_CHANGES = {
     1: "the first defaults (plain FGSM eps 1 table std)",
     2: "plain FGSM eps 0.1 table std: at 1 std 5 of 6 SST-2 and 5 of 6 MRPC students predicted the majority class "
-       "(docs/results.md, short-budget appendix); 0.1 was measured at the level of KD without augmentation",
+       "(docs/results-short-budget.md); 0.1 was measured at the level of KD without augmentation",
 }
 #: plain FGSM's step (table std units) when ``--fgsm-eps`` is not given, per defaults version
 FGSM_EPS_DEFAULT = {1: 1.0, 2: 0.1}
