@@ -28,7 +28,8 @@ from augpro.augment import AugProFGSM, AugProMix, FGSM, TokenReplacement
 from augpro.augment.base import AugmentedBatch, Augmenter, PrepareContext
 from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
 from augpro.data import Collator, encode
-from augpro.distill import COMPLETE_MARKER, DistillTrainer, model_inputs, split_outputs, stack_inputs
+from augpro.distill import (COMPLETE_MARKER, DistillTrainer, model_inputs, same_rows, split_outputs, stack_inputs,
+                            take_rows)
 from augpro.losses import kd_loss, label_loss
 
 
@@ -80,6 +81,8 @@ def _batch(rows, tokenizer, start=0, n=8, logits=None):
 def _augmenter(name, rows, tokenizer, teacher):
     if name == "augpro-mix":
         return AugProMix(degree=0.3)
+    if name == "augpro-mix-plain":  # plain projection: about half the rows come back unchanged
+        return AugProMix()
     if name == "augpro-mix-student-table":
         return AugProMix(projection_table="student")
     if name == "augpro-fgsm":
@@ -123,6 +126,9 @@ def _loss_and_grads(trainer, student, batch):
 
 CASES = [  # (augmenter, mode, copies, ce_weight, cached teacher logits)
     ("augpro-mix", "kd", 1, 0.0, True),
+    ("augpro-mix-plain", "kd", 2, 0.0, True),
+    ("augpro-mix-plain", "kd", 1, 0.5, False),
+    ("augpro-mix-plain", "ft", 2, 0.0, False),
     ("augpro-mix", "kd", 2, 0.5, False),
     ("augpro-mix", "ft", 1, 0.0, False),
     ("augpro-mix-student-table", "kd", 1, 0.0, True),
@@ -254,6 +260,40 @@ def test_stack_inputs_pads_and_split_outputs_cuts():
     assert first.logits.tolist() == [[0.0, 1.0]] and second.logits.shape == (2, 2)
     assert first.hidden_states[1].shape == (1, 3, 2) and torch.equal(first.hidden_states[0], hidden[:1, :3])
     assert torch.equal(second.hidden_states[0], hidden[1:])
+
+
+def test_same_rows_and_take_rows():
+    a = {"input_ids": torch.tensor([[101, 5, 102, 0], [101, 6, 7, 102]]), "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])}
+    b = {"input_ids": torch.tensor([[101, 5, 102], [101, 6, 8]]), "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 1]])}
+    assert same_rows(a, b).tolist() == [True, False]  # compared after padding to one length
+    assert same_rows(a, {"inputs_embeds": torch.zeros(2, 4, 3), "attention_mask": a["attention_mask"]}).tolist() == [False, False]
+    part = take_rows(a, torch.tensor([True, False]))
+    assert part["input_ids"].tolist() == [[101, 5, 102]] and part["attention_mask"].tolist() == [[1, 1, 1]]
+
+
+def test_shared_forward_runs_the_teacher_and_student_on_changed_rows_only(rows, tokenizer, tmp_path):
+    teacher = _bert(2, 1, 0.0).eval()
+    seen = {"teacher": 0, "student": 0}
+    teacher.register_forward_pre_hook(lambda m, a, kw: seen.__setitem__("teacher", seen["teacher"] + kw["input_ids"].shape[0]),
+                                      with_kwargs=True)
+    counts = {}
+    for shared in (False, True):
+        student = _bert(1, 2, 0.0).train()
+        student.register_forward_pre_hook(
+            lambda m, a, kw: seen.__setitem__("student", seen["student"] + kw["input_ids"].shape[0]), with_kwargs=True)
+        trainer = _trainer(student, teacher, AugProMix(), tokenizer, tmp_path, shared_forward=shared)
+        batch = _batch(rows, tokenizer, 0, 16)
+        batch["teacher_logits"] = torch.zeros(16, 2)
+        seen.update(teacher=0, student=0)
+        aug = trainer.augmenter.augment(batch, trainer._augment_context(student, batch, batch["teacher_logits"]),
+                                        trainer._generator(0), 0)
+        changed = int((~same_rows(aug.student_inputs, model_inputs(batch))).sum())
+        seen.update(teacher=0, student=0)
+        trainer.compute_loss(student, batch)
+        counts[shared] = dict(seen)
+    assert 0 < changed < 16  # the plain projection left some rows unchanged
+    assert counts[False] == {"teacher": 16, "student": 32}
+    assert counts[True] == {"teacher": changed, "student": 16 + changed}
 
 
 def test_joint_forward_matches_separate_forwards_of_a_padded_model(rows, tokenizer):

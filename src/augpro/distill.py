@@ -99,6 +99,34 @@ def stack_inputs(parts: list[dict[str, torch.Tensor]], pad_token_id: int = 0) ->
                           for p in parts]) for k in parts[0]}
 
 
+def same_rows(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``[B]`` bool: the rows on which two batches of model inputs are the same input (equal ids,
+    attention mask and token types at every position, after padding both to one length). All
+    ``False`` when they cannot be compared (different keys or batch sizes, embeddings)."""
+    keys = set(a)
+    rows = a["input_ids"].shape[0] if "input_ids" in a else -1
+    if "input_ids" not in keys or set(b) != keys or b["input_ids"].shape[0] != rows:
+        return torch.zeros(max(rows, 0), dtype=torch.bool, device=a["input_ids"].device if rows >= 0 else None)
+    length = max(a["input_ids"].shape[1], b["input_ids"].shape[1])
+    same = torch.ones(rows, dtype=torch.bool, device=a["input_ids"].device)
+    for k in keys:
+        x = nn.functional.pad(a[k], (0, length - a[k].shape[1]))
+        y = nn.functional.pad(b[k], (0, length - b[k].shape[1]))
+        same &= (x == y).all(1)
+    return same
+
+
+def take_rows(batch: dict[str, torch.Tensor], rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Some rows of a batch of model inputs, without the trailing columns none of them attends to."""
+    part = {k: v[rows] for k, v in batch.items()}
+    mask = part.get("attention_mask")
+    if mask is not None and mask.numel():
+        used = mask.bool().any(0).nonzero()
+        length = int(used.max()) + 1 if used.numel() else 1
+        part = {k: v[:, :length] for k, v in part.items()}
+    return part
+
+
 def split_outputs(outputs: Any, sizes: list[int], lengths: list[int]) -> list[Any]:
     """Per-part outputs of one forward over :func:`stack_inputs`: every tensor field (and every
     tensor in a tuple field, e.g. ``hidden_states``) whose first dimension is the stacked batch is
@@ -223,9 +251,11 @@ class DistillTrainer(Trainer):
         retokenize: a :class:`~augpro.retokenize.Retokenizer` when teacher and student tokenize
             differently (batches then carry the teacher's own ``teacher_input_ids`` ...).
         trim_memory: return freed heap memory to the OS after every step (:func:`release_free_memory`).
-        shared_forward: share the student's forward between the original batch and its views:
-            views of token ids (AugPro-Mix, token replacement, synonym, EDA) go through one
-            forward with the original batch (:func:`stack_inputs`), and gradient-based augmenters
+        shared_forward: share forwards between the original batch and its views: views of token
+            ids (AugPro-Mix, token replacement, synonym, EDA) go through one student forward with
+            the original batch (:func:`stack_inputs`), where a view's row equal to its original
+            (AugPro's plain projection leaves about half the rows unchanged) takes the original's
+            student and teacher logits instead of running either again; gradient-based augmenters
             (AugPro-FGSM, FGSM) take ``d loss / d inputs_embeds`` from the original forward instead
             of running their own. Same losses and gradients as separate forwards (float tolerance)
             when the student has no dropout; with dropout the draws differ (an equally valid run,
@@ -415,7 +445,7 @@ class DistillTrainer(Trainer):
                 else:
                     aug = self.augmenter.augment(inputs, ctx, self._generator(copy), copy)
                     s_aug = model(**aug.student_inputs).logits
-                aug_loss = self._view_loss(aug, s_aug, t, labels)
+                aug_loss = self._view_loss(aug, s_aug, t, labels, inputs)
                 loss = loss + self.aug_weight * aug_loss / self.copies
                 if self.layers is not None:  # right after the view's forwards: the taps hold their features
                     layer_loss = self._layer_loss(self._layer_teacher_inputs(aug, inputs),
@@ -426,23 +456,54 @@ class DistillTrainer(Trainer):
 
     def _joint_forward(self, model: nn.Module, inputs: dict[str, Any], augs: list[AugmentedBatch]):
         """The student's outputs on the original batch and its views' logits, from one forward over
-        all of them when they stack (token ids), else from one forward each."""
-        parts = [model_inputs(inputs)] + [aug.student_inputs for aug in augs]
+        the batch and the views' rows that differ from it (a view's row equal to its original, as
+        AugPro's projection often leaves one, takes the original's logits: the same function of the
+        same input), when they stack (token ids); else from one forward each."""
+        orig = model_inputs(inputs)
+        changed = [~same_rows(aug.student_inputs, orig) for aug in augs]
+        parts = [orig] + [take_rows(aug.student_inputs, c) if not c.all() else aug.student_inputs
+                          for aug, c in zip(augs, changed)]
+        kept = [p for p in parts if "input_ids" not in p or p["input_ids"].shape[0]]  # views with changed rows
         pad = getattr(self.accelerator.unwrap_model(model).config, "pad_token_id", None)
-        stacked = stack_inputs(parts, pad if isinstance(pad, int) else 0)
+        stacked = stack_inputs(kept, pad if isinstance(pad, int) else 0)
         if stacked is None:  # e.g. views of embeddings: the usual forwards
-            outputs = model(**parts[0])
+            outputs = model(**orig)
             return outputs, [(aug, model(**aug.student_inputs).logits) for aug in augs]
-        lengths = [p["input_ids"].shape[1] for p in parts]
-        split = split_outputs(model(**stacked), [p["input_ids"].shape[0] for p in parts], lengths)
-        return split[0], [(aug, out.logits) for aug, out in zip(augs, split[1:])]
+        split = iter(split_outputs(model(**stacked), [p["input_ids"].shape[0] for p in kept],
+                                   [p["input_ids"].shape[1] for p in kept]))
+        outputs = next(split)
+        views = []
+        for aug, rows in zip(augs, changed):
+            if rows.all():
+                s_aug = next(split).logits
+            elif rows.any():
+                s_aug = outputs.logits.clone()
+                s_aug[rows] = next(split).logits
+            else:
+                s_aug = outputs.logits
+            views.append((aug, s_aug))
+        return outputs, views
+
+    def _teacher_on_changed_rows(self, view: dict[str, torch.Tensor], original: dict[str, torch.Tensor],
+                                 t: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits on a view, run only on the rows that differ from the original batch
+        (the others take ``t``, its logits on the original)."""
+        changed = ~same_rows(view, original)
+        if changed.all():
+            return self._teacher_forward(view)
+        t_aug = t.clone()
+        if changed.any():
+            t_aug[changed] = self._teacher_forward(take_rows(view, changed))
+        return t_aug
 
     def _view_loss(self, aug: AugmentedBatch, s_aug: torch.Tensor, t: torch.Tensor | None,
-                   labels: torch.Tensor) -> torch.Tensor:
+                   labels: torch.Tensor, inputs: dict[str, Any] | None = None) -> torch.Tensor:
         """The loss of one augmented view (KD to the teacher's target on it, or the label loss)."""
         if self.mode == "kd":
             if aug.teacher_logits is not None:
                 t_aug = aug.teacher_logits.float()
+            elif self.shared_forward and inputs is not None:
+                t_aug = self._teacher_on_changed_rows(aug.teacher_inputs, teacher_view(inputs) or model_inputs(inputs), t)
             else:
                 t_aug = self._teacher_forward(aug.teacher_inputs)
             aug_loss = kd_loss(t_aug, s_aug, self.temperature, self.regression)
