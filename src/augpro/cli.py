@@ -182,10 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=64)
 
-    p = sub.add_parser("quickstart", help="the main job: teacher -> KD student and FT student on SST-2")
+    p = sub.add_parser("quickstart", help="the main job: a teacher, then KD, KD + AugPro-Mix and FT students on SST-2")
     p.add_argument("--data-dir", default=None, help="GLUE-layout folder (default: $AUGPRO_DATA_DIR)")
     p.add_argument("--output-dir", default="runs/quickstart")
-    p.add_argument("--train-size", type=_positive_int, default=2000)
+    p.add_argument("--train-size", type=_positive_int, default=2000, help="the students' rows (default 2000)")
+    p.add_argument("--teacher-size", type=_positive_int, default=8000,
+                   help="the teacher's rows, a superset of the students' (default 8000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", dest="progress", action="store_false")
 
@@ -251,8 +253,10 @@ def dispatch(ns: argparse.Namespace) -> int:
     if cmd == "quickstart":
         from augpro.quickstart import run_quickstart
 
+        if ns.teacher_size < ns.train_size:
+            raise UserError(f"--teacher-size {ns.teacher_size} must be at least --train-size {ns.train_size}")
         run_quickstart(ns.output_dir, data_dir=ns.data_dir, train_size=ns.train_size, seed=ns.seed,
-                       progress=ns.progress)
+                       progress=ns.progress, teacher_size=ns.teacher_size)
         return 0
     if cmd == "study":
         from augpro.study import run_study
