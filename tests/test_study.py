@@ -647,16 +647,32 @@ def test_cli_dispatch(small, fake, tmp_path, capsys):
 # --------------------------------------------------------------------------- shipped configs
 
 
-@pytest.mark.parametrize("name", ["smoke.yaml", "degree-study.yaml", "augpro-methods.yaml"])
+@pytest.mark.parametrize("name", ["smoke.yaml", "short-budget/degree-study.yaml", "short-budget/augpro-methods.yaml",
+                                  "strong-teacher.yaml", "same-data.yaml", "pilot-curves.yaml"])
 def test_shipped_configs_are_valid(name):
     study = load_study(ROOT / "configs" / name)
     assert study.runs
     seeds = {r.settings["seed"] for r in study.runs}
     modes = {r.settings["mode"] for r in study.runs}
+    name = name.split("/")[-1]
     if name == "smoke.yaml":
         assert len(study.runs) <= 8 and modes == {"kd", "ft"}
+    elif name in ("strong-teacher.yaml", "same-data.yaml"):
+        # deciding grids: 5 paired seeds in every cell, validation split carved from the training rows
+        cells: dict = {}
+        for r in study.runs:
+            s = r.settings
+            cells.setdefault((s["train_size"], s["mode"], s["augment"], s["degree"], s["copies"]), set()).add(s["seed"])
+        assert all(v == {0, 1, 2, 3, 4} for v in cells.values())
+        assert {r.settings["val_size"] for r in study.runs} == {2000} and modes == {"kd", "ft"}
+        if name == "strong-teacher.yaml":
+            assert all(t.shared for t in study.teachers.values()) and len(study.teachers) == 1
+            assert study.runs[0].priority == 0 and study.runs[-1].priority == 3
+    elif name == "pilot-curves.yaml":
+        assert all(r.settings["eval_every_epoch"] for r in study.runs)
     else:
         assert len(seeds) == 3 and "kd" in modes
+        assert all(r.settings["defaults_version"] == 1 for r in study.runs)
     if name == "degree-study.yaml":
         sst2_sizes = {r.settings["train_size"] for r in study.runs if r.settings["task"] == "sst2"}
         assert len(sst2_sizes) == 4 and min(sst2_sizes) == 500 and max(sst2_sizes) >= 16000
