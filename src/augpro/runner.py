@@ -1,7 +1,21 @@
 """One training run from a :class:`~augpro.config.TrainConfig`, top to bottom.
 
-Read data -> subset -> models -> tokenize -> cached teacher logits -> augmenter pool ->
-``DistillTrainer`` -> evaluate -> save a standard checkpoint and ``metrics.json``.
+:func:`run_training` calls one function per step, in this order (each step's machinery lives in
+the module named beside it):
+
+1. :func:`start_run`: the settings and the output folder checked, threads and seeds set;
+2. :func:`load_data`: the task's rows, the validation split held out, the training subset (``data``);
+3. :func:`load_models`: tokenizer, teacher and layer-subset student (``models``, ``retokenize``);
+4. :func:`encode_splits`: the tokenized splits (``data``);
+5. :func:`training_arguments`: the ``TrainingArguments`` and the step budget;
+6. :func:`vocabulary_snapshot`: what augmenters may produce (``augment.project``);
+7. :func:`label_with_teacher`: the teacher's logits on the training rows, cached (``cache``);
+8. :func:`prepare_augmenter`: the augmenter and its offline pool (``augment``);
+9. :func:`build_trainer` and :func:`train_model`: the ``DistillTrainer`` (``distill``);
+10. :func:`evaluate_run`: per-epoch history and the final dev and validation scores (``metrics``);
+11. :func:`run_metrics` and :func:`save_run`: ``metrics.json``, a standard checkpoint, the
+    training row ids.
+
 Every setting is checked before anything is written.
 """
 
@@ -14,6 +28,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +39,7 @@ from transformers.utils import logging as hf_logging
 
 from augpro import __version__
 from augpro.augment import build_augmenter
-from augpro.augment.base import PrepareContext
+from augpro.augment.base import Augmenter, PrepareContext
 from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
 from augpro.cache import cached_tensor, fingerprint
 from augpro.config import VAL_SEED, TrainConfig, validate
@@ -36,7 +51,7 @@ from augpro.metrics import compute_metrics
 from augpro.models import (count_parameters, load_classifier, load_tokenizer, make_layer_subset_student,
                            model_fingerprint, same_tokenizer, save_model, set_threads)
 from augpro.retokenize import Retokenizer
-from augpro.tasks import get_task
+from augpro.tasks import TaskSpec, get_task
 
 log = logging.getLogger("augpro")
 
@@ -209,17 +224,61 @@ def eval_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_training(cfg: TrainConfig) -> dict[str, Any]:
-    """Run one teacher/KD/FT training and return what ``metrics.json`` holds."""
+    """Run one teacher/KD/FT training and return what ``metrics.json`` holds.
+
+    Each step is a function below, called in this order; every setting is checked (the first three
+    steps) before anything is written.
+    """
+    out = start_run(cfg)
+    started = time.time()
+    data = load_data(cfg)
+    models = load_models(cfg, data)
+    enc = encode_splits(cfg, data, models)
+    args, total_steps = training_arguments(cfg, out, len(enc.train))
+    vocab = vocabulary_snapshot(models, enc)  # before the teacher moves to the training device
+    teacher_id = label_with_teacher(cfg, models, enc, args)
+    augmenter = prepare_augmenter(cfg, data, models, enc, vocab, teacher_id, total_steps)
+    trainer = build_trainer(cfg, data.task, args, models, enc, augmenter, vocab)
+    train_result = train_model(cfg, trainer, out)
+    train_seconds = time.time() - started
+    scores = evaluate_run(trainer, enc, data.task)
+    result = run_metrics(cfg, data.task, trainer=trainer, train_result=train_result, models=models, enc=enc,
+                         augmenter=augmenter, teacher_id=teacher_id, args=args, scores=scores, started=started,
+                         train_seconds=train_seconds)
+    save_run(cfg, trainer, models.tokenizer, data, out, result)
+    return result
+
+
+# ------------------------------------------------------------------------------------ the steps of a run
+
+
+def start_run(cfg: TrainConfig) -> Path:
+    """Check the settings and the output folder, set threads and seeds; returns the output folder."""
     validate(cfg)
     out = _check_output_dir(cfg.output_dir, cfg.resume)
     set_threads(cfg.threads)
     set_seed(cfg.seed)
     if not cfg.progress:
         hf_logging.disable_progress_bar()
-    started = time.time()
+    return out
 
-    # --- data and models (all checks happen before anything is written) ---
-    data = load_data(cfg)
+
+@dataclass
+class Models:
+    """The models of one run and how they tokenize."""
+
+    #: the tokenizer of the model that trains (the student's, or the teacher's in teacher mode)
+    tokenizer: Any
+    #: the model that trains: the teacher in teacher mode, else the layer-subset student
+    model: torch.nn.Module
+    #: the fine-tuned teacher a KD student learns from (None for teacher and FT runs)
+    teacher: torch.nn.Module | None
+    #: the student's re-tokenization of the teacher's text when the two tokenize differently
+    retokenize: Retokenizer | None
+
+
+def load_models(cfg: TrainConfig, data: TaskData) -> Models:
+    """The tokenizer, the model that trains and the teacher, checked against ``--max-length``."""
     task = data.task
     retokenize: Retokenizer | None = None
     if cfg.mode == "teacher":
@@ -240,6 +299,27 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         model = make_layer_subset_student(load_classifier(cfg.student, task, trust_remote_code=cfg.trust_remote_code),
                                           cfg.student_layers)
     check_max_length(cfg.max_length, tokenizer, model, None if retokenize else teacher)
+    return Models(tokenizer=tokenizer, model=model, teacher=teacher, retokenize=retokenize)
+
+
+@dataclass
+class Encoded:
+    """The tokenized splits, in the student's tokenization and, for the teacher, its own."""
+
+    train: EncodedDataset
+    dev: EncodedDataset
+    val: EncodedDataset | None
+    pad_id: int
+    #: the teacher's tokenization: the student's, or its own beside it when they differ
+    teacher_tokenizer: Any
+    teacher_pad_id: int
+    teacher_encodings: dict[str, list]
+
+
+def encode_splits(cfg: TrainConfig, data: TaskData, models: Models) -> Encoded:
+    """Tokenize the train, dev and validation rows (and the training rows for the teacher too
+    when it tokenizes differently)."""
+    tokenizer, retokenize = models.tokenizer, models.retokenize
     train_ds = encode(data.train, tokenizer, cfg.max_length)
     dev_ds = encode(data.dev, tokenizer, cfg.max_length)
     val_ds = encode(data.val, tokenizer, cfg.max_length) if data.val is not None else None
@@ -251,8 +331,13 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     if retokenize:
         t_encodings = encode(data.train, t_tok, cfg.max_length).encodings
         train_ds.add_encodings(TEACHER_PREFIX, t_encodings)
+    return Encoded(train=train_ds, dev=dev_ds, val=val_ds, pad_id=pad_id, teacher_tokenizer=t_tok,
+                   teacher_pad_id=t_pad, teacher_encodings=t_encodings)
 
-    steps_per_epoch = int(np.ceil(len(train_ds) / cfg.batch_size))
+
+def training_arguments(cfg: TrainConfig, out: Path, n_train: int) -> tuple[TrainingArguments, int]:
+    """The ``TrainingArguments`` of the run and its total number of optimizer steps."""
+    steps_per_epoch = int(np.ceil(n_train / cfg.batch_size))
     total_steps = cfg.max_steps if cfg.max_steps > 0 else int(np.ceil(steps_per_epoch * cfg.epochs))
     args = TrainingArguments(
         output_dir=str(out),
@@ -284,92 +369,155 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         bf16=cfg.bf16,
         fp16=cfg.fp16,
     )
+    return args, total_steps
+
+
+@dataclass
+class Vocabulary:
+    """What augmenters may produce and project onto: a snapshot taken on the CPU before the
+    teacher moves to the training device."""
+
+    special: torch.Tensor
+    allowed: torch.Tensor
+    embedding_table: torch.Tensor
+
+
+def vocabulary_snapshot(models: Models, enc: Encoded) -> Vocabulary:
+    """The special ids, the allowed vocabulary and the embedding table augmenters work in."""
     # augmenters work in the teacher's vocabulary (the shared one, or the teacher's across tokenizers);
     # offline pools are built on the CPU from this snapshot of the table, taken before the teacher moves
-    vocab_model = teacher if retokenize else model
-    special = special_ids_tensor(t_tok)
-    allowed = allowed_vocab_mask(t_tok, vocab_model.get_input_embeddings().weight.shape[0])
+    teacher, model = models.teacher, models.model
+    vocab_model = teacher if models.retokenize else model
+    special = special_ids_tensor(enc.teacher_tokenizer)
+    allowed = allowed_vocab_mask(enc.teacher_tokenizer, vocab_model.get_input_embeddings().weight.shape[0])
     emb_source = teacher if teacher is not None else model
     emb_table = emb_source.get_input_embeddings().weight.detach()
+    return Vocabulary(special=special, allowed=allowed, embedding_table=emb_table)
 
-    teacher_id = None
-    if teacher is not None:
-        # label on the training device (the GPU where there is one), not on the CPU the weights
-        # were loaded to: the training set, and any pool below, can be tens of thousands of rows
-        teacher.to(args.device)
-        teacher_id = model_fingerprint(cfg.teacher)
-        train_ds.attach("teacher_logits", teacher_logits_cached(teacher, teacher_id, t_encodings, cfg, t_pad))
 
+def label_with_teacher(cfg: TrainConfig, models: Models, enc: Encoded, args: TrainingArguments) -> str | None:
+    """The teacher's logits on the training rows (cached on disk), attached to the training
+    set; returns the teacher's fingerprint (None without a teacher)."""
+    teacher = models.teacher
+    if teacher is None:
+        return None
+    # label on the training device (the GPU where there is one), not on the CPU the weights
+    # were loaded to: the training set, and any pool below, can be tens of thousands of rows
+    teacher.to(args.device)
+    teacher_id = model_fingerprint(cfg.teacher)
+    enc.train.attach("teacher_logits", teacher_logits_cached(teacher, teacher_id, enc.teacher_encodings, cfg,
+                                                             enc.teacher_pad_id))
+    return teacher_id
+
+
+def prepare_augmenter(cfg: TrainConfig, data: TaskData, models: Models, enc: Encoded, vocab: Vocabulary,
+                      teacher_id: str | None, total_steps: int) -> Augmenter | None:
+    """The augmenter of ``--augment`` (None for ``none``), with its offline pool built."""
+    teacher = models.teacher
     augmenter = build_augmenter(
-        cfg.augment, degree=cfg.degree, embedding_table=emb_table,
+        cfg.augment, degree=cfg.degree, embedding_table=vocab.embedding_table,
         alpha=cfg.mix_alpha, granularity=cfg.mix_granularity, eps=cfg.resolved_fgsm_eps,
         projection_table=cfg.projection_table, knn_k=cfg.knn_k)
     if augmenter is not None:
+        t_encodings, t_pad = enc.teacher_encodings, enc.teacher_pad_id
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)
         label_pool = None
         # Label an offline pool with the teacher once (cached) when training visits all of it;
         # a short run that sees a fraction of the pool labels only the rows it visits, live.
-        visits_all = total_steps * cfg.batch_size >= len(train_ds)
+        visits_all = total_steps * cfg.batch_size >= len(enc.train)
         if teacher is not None and (cfg.pool_labels == "cached" or (cfg.pool_labels == "auto" and visits_all)):
-            label_pool = lambda enc: teacher_logits_cached(teacher, teacher_id, enc, cfg, t_pad)  # noqa: E731
+            label_pool = lambda e: teacher_logits_cached(teacher, teacher_id, e, cfg, t_pad)  # noqa: E731
         augmenter.prepare(PrepareContext(
             texts=data.train.texts, input_ids=t_encodings["input_ids"],
-            token_type_ids=t_encodings.get("token_type_ids"), tokenizer=t_tok,
+            token_type_ids=t_encodings.get("token_type_ids"), tokenizer=enc.teacher_tokenizer,
             max_length=cfg.max_length, copies=cfg.copies, generator=gen, label_pool=label_pool,
-            show_progress=cfg.progress, retokenize=retokenize))
+            show_progress=cfg.progress, retokenize=models.retokenize))
+    return augmenter
 
-    # --- training ---
+
+def build_trainer(cfg: TrainConfig, task: TaskSpec, args: TrainingArguments, models: Models, enc: Encoded,
+                  augmenter: Augmenter | None, vocab: Vocabulary) -> DistillTrainer:
+    """The ``DistillTrainer`` (teacher, FT and KD runs alike), printing one line per epoch."""
     trainer = DistillTrainer(
-        model=model, args=args, train_dataset=train_ds,
-        eval_dataset={"val": val_ds, "dev": dev_ds} if val_ds is not None else dev_ds,
-        data_collator=Collator(pad_id, task.is_regression, teacher_pad_token_id=t_pad),
+        model=models.model, args=args, train_dataset=enc.train,
+        eval_dataset={"val": enc.val, "dev": enc.dev} if enc.val is not None else enc.dev,
+        data_collator=Collator(enc.pad_id, task.is_regression, teacher_pad_token_id=enc.teacher_pad_id),
         compute_metrics=lambda p: compute_metrics(task, p.predictions, p.label_ids),
-        mode=cfg.mode, teacher=teacher, augmenter=augmenter, copies=cfg.copies,
+        mode=cfg.mode, teacher=models.teacher, augmenter=augmenter, copies=cfg.copies,
         temperature=cfg.temperature, kd_weight=cfg.kd_weight, ce_weight=cfg.ce_weight,
-        aug_weight=cfg.aug_weight, regression=task.is_regression, special_ids=special, allowed=allowed,
-        aug_seed=cfg.seed, retokenize=retokenize, shared_forward=cfg.shared_forward, bf16_teacher=cfg.bf16_teacher,
-        hidden_weight=cfg.hidden_weight, attention_weight=cfg.attention_weight,
+        aug_weight=cfg.aug_weight, regression=task.is_regression, special_ids=vocab.special, allowed=vocab.allowed,
+        aug_seed=cfg.seed, retokenize=models.retokenize, shared_forward=cfg.shared_forward,
+        bf16_teacher=cfg.bf16_teacher, hidden_weight=cfg.hidden_weight, attention_weight=cfg.attention_weight,
     )
     from augpro.console import use_epoch_log
 
     # one bar and one line per epoch instead of per-step log dicts; --quiet: nothing
     use_epoch_log(trainer, progress=cfg.progress, quiet=not cfg.progress)
+    return trainer
+
+
+def train_model(cfg: TrainConfig, trainer: DistillTrainer, out: Path) -> Any:
+    """Train (from the newest complete checkpoint with ``--resume``); returns the ``TrainOutput``."""
     resume_from = last_complete_checkpoint(out) if cfg.resume else None
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        train_result = trainer.train(resume_from_checkpoint=resume_from)
-    train_seconds = time.time() - started
-    history = eval_history(trainer.state.log_history)  # before the final evaluations below log theirs
-    dev_metrics = _split_metrics(trainer.evaluate(dev_ds), "eval_", task.metrics)
-    val_metrics = _split_metrics(trainer.evaluate(val_ds, metric_key_prefix="val"), "val_", task.metrics) \
-        if val_ds is not None else None
+        return trainer.train(resume_from_checkpoint=resume_from)
 
-    result: dict[str, Any] = {
+
+@dataclass
+class Evaluation:
+    """The run's scores: the per-epoch history, and the final dev and validation metrics."""
+
+    history: list[dict[str, Any]]
+    dev: dict[str, float]
+    val: dict[str, float] | None
+
+
+def evaluate_run(trainer: DistillTrainer, enc: Encoded, task: TaskSpec) -> Evaluation:
+    """The per-epoch history, then the final evaluation on dev and on the validation split."""
+    history = eval_history(trainer.state.log_history)  # before the final evaluations below log theirs
+    dev_metrics = _split_metrics(trainer.evaluate(enc.dev), "eval_", task.metrics)
+    val_metrics = _split_metrics(trainer.evaluate(enc.val, metric_key_prefix="val"), "val_", task.metrics) \
+        if enc.val is not None else None
+    return Evaluation(history=history, dev=dev_metrics, val=val_metrics)
+
+
+def run_metrics(cfg: TrainConfig, task: TaskSpec, *, trainer: DistillTrainer, train_result: Any, models: Models,
+                enc: Encoded, augmenter: Augmenter | None, teacher_id: str | None, args: TrainingArguments,
+                scores: Evaluation, started: float, train_seconds: float) -> dict[str, Any]:
+    """What ``metrics.json`` holds (and ``run_training`` returns)."""
+    return {
         "is_main_process": trainer.is_world_process_zero(),
         "augpro_version": __version__,
         "mode": cfg.mode,
         "task": task.name,
-        "dev": dev_metrics,
-        "val": val_metrics,
-        "val_examples": len(val_ds) if val_ds is not None else 0,
-        "history": history,
+        "dev": scores.dev,
+        "val": scores.val,
+        "val_examples": len(enc.val) if enc.val is not None else 0,
+        "history": scores.history,
         "runtime_s": round(time.time() - started, 2),
         "train_runtime_s": round(train_seconds, 2),
-        "train_examples": len(train_ds),
-        "dev_examples": len(dev_ds),
+        "train_examples": len(enc.train),
+        "dev_examples": len(enc.dev),
         "steps": trainer.state.global_step,
-        "parameters": count_parameters(model),
-        "layers": model.config.num_hidden_layers,
+        "parameters": count_parameters(models.model),
+        "layers": models.model.config.num_hidden_layers,
         "train_loss": float(train_result.training_loss),
         "augmentation": {**(augmenter.describe() if augmenter else {"method": "none"}),
                          **trainer.augmentation_summary()},
         "teacher": cfg.teacher, "teacher_fingerprint": teacher_id,
-        "cross_tokenizer": retokenize is not None,
+        "cross_tokenizer": models.retokenize is not None,
         "settings": cfg.to_dict(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "world_size": args.world_size,
         "replica_weight_sha256": replica_weight_hashes(trainer.model),
     }
+
+
+def save_run(cfg: TrainConfig, trainer: DistillTrainer, tokenizer: Any, data: TaskData, out: Path,
+             result: dict[str, Any]) -> None:
+    """On the main process: the trained model as a standard checkpoint, the training row ids
+    and ``metrics.json``; epoch checkpoints go unless ``--save-checkpoints``."""
     if trainer.is_world_process_zero():
         save_model(trainer.model, tokenizer, out)
         write_json_atomic({"ids": data.train.ids}, out / "train_ids.json")
@@ -377,7 +525,9 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         if not cfg.save_checkpoints:
             for ckpt in out.glob("checkpoint-*"):
                 shutil.rmtree(ckpt, ignore_errors=True)
-    return result
+
+
+# ------------------------------------------------------------------------------------ a saved model
 
 
 def evaluate_model(model_dir: str, cfg: TrainConfig) -> dict[str, float]:
