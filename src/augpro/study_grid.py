@@ -290,6 +290,20 @@ class SharedTeachers:
     tasks: dict[str, dict[str, Any]]
 
 
+def _read_mapping(path: Path, not_mapping: str, allowed: tuple[str, ...], unknown: str) -> dict[str, Any]:
+    """A YAML file (read with ``yaml.safe_load``) that must be a mapping whose keys are in ``allowed``."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path}: {not_mapping}")
+    for key in doc:
+        if key not in allowed:
+            raise UserError(f"{path}: {unknown} {key!r}; expected {', '.join(allowed)}")
+    return doc
+
+
 def load_shared_teachers(value: Any, config_path: Path) -> SharedTeachers:
     """Read the ``shared_teachers:`` file a study config names (a path relative to the config's folder).
 
@@ -308,15 +322,8 @@ def load_shared_teachers(value: Any, config_path: Path) -> SharedTeachers:
         path = config_path.parent / path
     if not path.is_file():
         raise UserError(f"{config_path}: shared-teachers file {path} not found")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: a shared-teachers file is a mapping with dir, base and tasks")
-    for key in doc:
-        if key not in SHARED_TEACHER_KEYS:
-            raise UserError(f"{path}: unknown key {key!r}; expected {', '.join(SHARED_TEACHER_KEYS)}")
+    doc = _read_mapping(path, "a shared-teachers file is a mapping with dir, base and tasks", SHARED_TEACHER_KEYS,
+                        "unknown key")
     if not doc.get("dir"):
         raise UserError(f"{path}: no dir (where the shared teachers go)")
     tasks_raw = doc.get("tasks")
@@ -359,15 +366,8 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
     path = Path(config_path)
     if not path.is_file():
         raise UserError(f"study config {path} not found")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: the study config must be a mapping with base/teacher/grids")
-    for key in doc:
-        if key not in TOP_LEVEL_KEYS:
-            raise UserError(f"{path}: unknown top-level key {key!r}; expected {', '.join(TOP_LEVEL_KEYS)}")
+    doc = _read_mapping(path, "the study config must be a mapping with base/teacher/grids", TOP_LEVEL_KEYS,
+                        "unknown top-level key")
     out = output_dir if output_dir is not None else doc.get("output_dir")
     if not out:
         raise UserError(f"{path}: no output_dir (give it in the YAML or with --output-dir)")
