@@ -244,6 +244,39 @@ def test_resume_skips_finished_runs(small, fake):
     assert len(result_lines(load_study(small).results_path)) == 20
 
 
+def test_reuse_takes_finished_runs_of_another_study_instead_of_training(small, tmp_path, fake, capsys):
+    assert run_study(str(small), limit=5) == 0              # the other study: 5 runs finished
+    source = load_study(small)
+    done = {json.loads(line)["run_id"] for line in result_lines(source.results_path)}
+    # a second study with the same runs (so the same ids) plus one new cell, reusing the first
+    doc = {"output_dir": str(tmp_path / "second"), "reuse": [small.name], **SMALL}
+    doc["grids"] = [*SMALL["grids"], {"task": "sst2", "mode": "kd", "augment": "none", "seed": 0, "temperature": 2.0}]
+    second = write_yaml(tmp_path / "second.yaml", doc)
+    study = load_study(second)
+    assert study.reuse == [source.results_path]
+    assert run_study(str(second), dry_run=True) == 0
+    assert "21 runs (0 finished, 21 to run, 5 of them finished in a study it reuses)" in capsys.readouterr().out
+    fake.calls.clear()
+    assert run_study(str(second)) == 0
+    trained = {c["output_dir"].rsplit("/", 1)[-1] for c in fake.students()}
+    assert len(trained) == 16 and not trained & done        # the 5 reused runs were not trained again
+    rows = {json.loads(line)["run_id"]: json.loads(line) for line in result_lines(study.results_path)}
+    assert set(rows) == {r.run_id for r in study.runs}
+    assert {rid for rid, row in rows.items() if "reused_from" in row} == done
+    original = {json.loads(line)["run_id"]: json.loads(line) for line in result_lines(source.results_path)}
+    for rid in done:                                          # the very same line, marked
+        assert {k: v for k, v in rows[rid].items() if k != "reused_from"} == original[rid]
+        assert rows[rid]["reused_from"] == str(source.results_path)
+
+
+def test_reuse_errors(tmp_path):
+    for value, fragment in ((["missing.yaml"], "not found"), ([3], "list of study config paths"),
+                            (["self.yaml"], "the config itself")):
+        cfg = write_yaml(tmp_path / "self.yaml", {"output_dir": str(tmp_path / "o"), "reuse": value, **SMALL})
+        with pytest.raises(UserError, match=fragment):
+            load_study(cfg)
+
+
 def test_torn_last_line_is_repaired(small, fake, capsys):
     run_study(str(small), limit=4)
     path = load_study(small).results_path
@@ -648,7 +681,8 @@ def test_cli_dispatch(small, fake, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["smoke.yaml", "short-budget/degree-study.yaml", "short-budget/augpro-methods.yaml",
-                                  "strong-teacher.yaml", "same-data.yaml", "pilot-curves.yaml"])
+                                  "strong-teacher.yaml", "same-data.yaml", "pilot-curves.yaml",
+                                  "intermediate-layers.yaml"])
 def test_shipped_configs_are_valid(name):
     study = load_study(ROOT / "configs" / name)
     assert study.runs
@@ -668,6 +702,14 @@ def test_shipped_configs_are_valid(name):
         if name == "strong-teacher.yaml":
             assert all(t.shared for t in study.teachers.values()) and len(study.teachers) == 1
             assert study.runs[0].priority == 0 and study.runs[-1].priority == 3
+    elif name == "intermediate-layers.yaml":
+        # its baselines are strong-teacher.yaml's own runs (same ids), reused rather than retrained
+        other = {r.run_id for r in load_study(ROOT / "configs" / "strong-teacher.yaml").runs}
+        reused = [r for r in study.runs if r.run_id in other]
+        assert len(reused) == 15 and {r.settings["task"] for r in reused} == {"sst2"}
+        layered = [r for r in study.runs if r.settings["hidden_weight"]]
+        assert layered and not any(r.settings["shared_forward"] for r in layered)
+        assert {r.settings["student_layers"] for r in study.runs if r.settings["task"] == "mrpc"} == {"2", "4"}
     elif name == "pilot-curves.yaml":
         assert all(r.settings["eval_every_epoch"] for r in study.runs)
     else:

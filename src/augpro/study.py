@@ -48,7 +48,7 @@ from augpro.study_grid import (FORCED, SHARED, SHARED_TEACHER_KEYS, STUDY_DEFAUL
                                UNHASHED, Run, SharedTeachers, Study, Teacher, load_shared_teachers, load_study)
 from augpro.study_grid import _hashed_view  # noqa: F401 - tests check run ids' hashed settings through augpro.study
 from augpro.study_results import (PRUNED_FILE, RESULTS_FILE, append_line, finished_ids, log, prune_results,
-                                  read_results, repair_results, result_line, stale_lines)
+                                  read_results, repair_results, result_line, reusable_lines, stale_lines)
 
 __all__ = ["CLAIMS_DIR", "FORCED", "KEEP_FILES", "PRUNED_FILE", "RESULTS_FILE", "Run", "SHARED", "SHARED_TEACHER_KEYS",
            "STUDY_DEFAULTS", "SharedTeachers", "Study", "TEACHER_INHERITS", "TOP_LEVEL_KEYS", "Teacher", "UNHASHED",
@@ -243,8 +243,10 @@ def run_study(config_path: str, output_dir: str | None = None, limit: int | None
         _stale_notice(study, resume_cmd)
         done_ids = finished_ids(study.results_path)
         todo = [r for r in study.runs if r.run_id not in done_ids]
-        print(f"{study.path}: {len(study.runs)} runs ({len(study.runs) - len(todo)} finished, {len(todo)} to run), "
-              f"{len(study.teachers)} teachers, output {study.output_dir}")
+        reusable = reusable_lines(study.reuse, {r.run_id for r in todo})
+        print(f"{study.path}: {len(study.runs)} runs ({len(study.runs) - len(todo)} finished, {len(todo)} to run"
+              + (f", {len(reusable)} of them finished in a study it reuses" if reusable else "")
+              + f"), {len(study.teachers)} teachers, output {study.output_dir}")
         show: list[Run | None] = list(todo) if len(todo) <= 12 else [*todo[:8], None, *todo[-3:]]
         for r in show:
             print("  ..." if r is None else f"  {r.run_id}  {r.describe()}")
@@ -307,6 +309,16 @@ def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
                     if run.run_id in finished_ids(results_path):
                         _drop_claim(study.output_dir, run.run_id)
                         continue  # another worker finished it after the list above was read
+                    reused = reusable_lines(study.reuse, {run.run_id}).get(run.run_id)
+                    if reused is not None:  # the same run, finished in a study this one reuses
+                        append_line(results_path, reused)
+                        _drop_claim(study.output_dir, run.run_id)
+                        finished += 1
+                        bar.update(1)
+                        tqdm.write(_summary(len(finished_ids(results_path)), total, run, reused)
+                                   + f" (reused from {reused['reused_from']})")
+                        ran = True
+                        break
                     t_metrics = None
                     if run.teacher is None and run.settings["mode"] == "kd":  # a teacher folder named in the YAML
                         given = Path(str(run.settings["teacher"])) / "metrics.json"

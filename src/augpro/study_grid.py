@@ -23,6 +23,12 @@ setting per task, trained once on the task's full training split and shared by e
 grid that names the same file: a run with ``teacher: shared`` learns from its task's teacher
 (see :func:`load_shared_teachers`).
 
+A top-level ``reuse: [FILE, ...]`` names other study configs (paths relative to this one) whose
+finished runs this study takes instead of training them again: a run whose id is finished in one
+of their results files gets that line, marked ``reused_from`` (run ids hash every setting that
+changes a result, so the same id is the same run; see :func:`augpro.study_results.reusable_lines`).
+A study that compares new cells with the baselines of another one pairs with the very same runs.
+
 A grid's ``teacher`` key is either ``shared``, a teacher folder (every KD run of the grid learns from it, no
 teacher is trained) or a mapping of teacher settings that update the ``teacher:`` section for
 that grid's runs only (a task that needs a longer teacher budget gets it without changing the
@@ -66,7 +72,7 @@ from augpro.config import TrainConfig, validate
 from augpro.errors import UserError
 from augpro.study_results import RESULTS_FILE
 
-TOP_LEVEL_KEYS = ("output_dir", "base", "teacher", "grids", "description", "name", "shared_teachers")
+TOP_LEVEL_KEYS = ("output_dir", "base", "teacher", "grids", "description", "name", "shared_teachers", "reuse")
 #: the value of a run's ``teacher`` setting that selects its task's teacher from ``shared_teachers``
 SHARED = "shared"
 #: keys of a shared-teachers file
@@ -254,6 +260,8 @@ class Study:
     output_dir: Path
     runs: list[Run]
     teachers: dict[str, Teacher] = field(default_factory=dict)
+    #: results files of other studies whose finished runs this one takes (the ``reuse:`` key)
+    reuse: list[Path] = field(default_factory=list)
 
     @property
     def results_path(self) -> Path:
@@ -361,6 +369,30 @@ def _shared_teacher_for(settings: dict[str, Any], shared: SharedTeachers | None,
     return Teacher(teacher_id=tid, settings=full, folder=folder, shared=True)
 
 
+def _reuse_paths(value: Any, config_path: Path) -> list[Path]:
+    """The results files of the studies a ``reuse:`` key names (config paths relative to this config)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) and v.strip() for v in items):
+        raise UserError(f"{config_path}: reuse must be a list of study config paths")
+    paths = []
+    for item in items:
+        other = Path(item).expanduser()
+        if not other.is_absolute():
+            other = config_path.parent / other
+        if other.resolve() == config_path.resolve():
+            raise UserError(f"{config_path}: reuse names the config itself")
+        if not other.is_file():
+            raise UserError(f"{config_path}: reuse: study config {other} not found")
+        doc = _read_mapping(other, "the study config must be a mapping with base/teacher/grids", TOP_LEVEL_KEYS,
+                            "unknown top-level key")
+        if not doc.get("output_dir"):
+            raise UserError(f"{config_path}: reuse: {other} has no output_dir")
+        paths.append(Path(str(doc["output_dir"])).expanduser() / RESULTS_FILE)
+    return paths
+
+
 def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> Study:
     """Parse, validate and expand a study YAML into its run list (nothing is written)."""
     path = Path(config_path)
@@ -443,4 +475,4 @@ def load_study(config_path: str | os.PathLike, output_dir: str | os.PathLike | N
         group_order.setdefault((r.settings["task"], r.settings["train_size"]), len(group_order))
     runs = sorted(runs, key=lambda r: (r.priority, r.settings["seed"],
                                        group_order[(r.settings["task"], r.settings["train_size"])]))
-    return Study(path=path, output_dir=out, runs=runs, teachers=teachers)
+    return Study(path=path, output_dir=out, runs=runs, teachers=teachers, reuse=_reuse_paths(doc.get("reuse"), path))

@@ -105,6 +105,18 @@ def finished_ids(path: Path) -> set[str]:
     return {row["run_id"] for row in read_results(path)}
 
 
+def reusable_lines(paths: list[Path], run_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """run id -> the finished line of that run in the first of ``paths`` (other studies' results
+    files, see the ``reuse:`` key) that has it, marked ``reused_from``; only ids in ``run_ids``."""
+    out: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for row in read_results(path):
+            rid = row["run_id"]
+            if rid in run_ids and rid not in out:
+                out[rid] = {**row, "reused_from": row.get("reused_from") or str(path)}
+    return out
+
+
 def append_line(path: Path, row: dict[str, Any]) -> None:
     """Append one JSON line atomically: a single write on an O_APPEND descriptor, then fsync."""
     _append_bytes(path, (json.dumps(row, sort_keys=True, default=str) + "\n").encode())
