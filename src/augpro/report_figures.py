@@ -48,6 +48,16 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
+def _finish(fig, out: Path, name: str, title: str | None = None) -> str:
+    """Lay out a drawn figure (with ``title`` over its panels, if given), write it as ``out/name``
+    and return ``name``."""
+    if title is not None:
+        fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, out / name)
+    return name
+
+
 def _line_style(i: int) -> dict[str, Any]:
     return {"linestyle": _LINESTYLES[i % len(_LINESTYLES)], "marker": _MARKERS[i % len(_MARKERS)]}
 
@@ -90,10 +100,8 @@ def curves_figure(all_rows: list[Row], out: Path, task: str) -> tuple[str, str] 
         ax.set_ylabel("score ×100")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.suptitle(f"{task_name(task)}: learning curves (evaluated after every epoch)")
-    fig.tight_layout()
-    name = f"curves_{slug(task)}.png"
-    _save(fig, out / name)
+    name = _finish(fig, out, f"curves_{slug(task)}.png",
+                   f"{task_name(task)}: learning curves (evaluated after every epoch)")
     return name, f"{task_name(task)}: learning curves, validation split (solid) and dev (dashed)"
 
 
@@ -132,10 +140,8 @@ def paired_figure(all_rows: list[Row], out: Path, task: str) -> tuple[str, str] 
         ax.set_title(f"n={size_name(size)} ({found[0][1].n} seeds)")
         ax.set_xlabel("paired difference to FT, dev ×100 (95 % CI)")
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"{task_name(task)}: each method minus FT without augmentation, same seeds")
-    fig.tight_layout()
-    name = f"paired_{slug(task)}.png"
-    _save(fig, out / name)
+    name = _finish(fig, out, f"paired_{slug(task)}.png",
+                   f"{task_name(task)}: each method minus FT without augmentation, same seeds")
     return name, f"{task_name(task)}: paired difference to FT without augmentation (95 % intervals)"
 
 
@@ -170,9 +176,7 @@ def methods_figure(all_rows: list[Row], out: Path, task: str) -> tuple[str, str]
     ax.set_title(f"{task_name(task)}: method comparison")
     ax.legend(title="training-set size", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    name = f"methods_{slug(task)}.png"
-    _save(fig, out / name)
+    name = _finish(fig, out, f"methods_{slug(task)}.png")
     return name, f"{task_name(task)}: dev score per method and training-set size"
 
 
@@ -204,10 +208,8 @@ def degree_figure(out: Path, task: str, method: str, rows: list[Row], suffix: st
                     ax.axhline(b.mean, color=_MODE_COLORS.get(mode, "gray"), linestyle=(0, (1, 3)), linewidth=1.2,
                                label=f"{mode.upper()} no DA" + (f" {cond_label(cond)}" if cond else ""))
         _decorate_panel(ax, size, f"degree (share of tokens changed, {method})")
-    fig.suptitle(f"{task_name(task)}: dev score vs augmentation degree (mean ± std over seeds)")
-    fig.tight_layout()
-    name = f"degree_{suffix}.png"
-    _save(fig, out / name)
+    name = _finish(fig, out, f"degree_{suffix}.png",
+                   f"{task_name(task)}: dev score vs augmentation degree (mean ± std over seeds)")
     return name, f"{task_name(task)}: dev score vs degree ({method}), KD and FT, one panel per training-set size"
 
 
@@ -239,9 +241,7 @@ def best_degree_figure(out: Path, task: str, method: str, rows: list[Row], suffi
     ax.set_title(f"{task_name(task)}: best degree vs training-set size")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = f"best_degree_{suffix}.png"
-    _save(fig, out / name)
+    name = _finish(fig, out, f"best_degree_{suffix}.png")
     return name, f"{task_name(task)}: best degree ({method}) vs training-set size, KD and FT"
 
 
@@ -277,10 +277,8 @@ def copies_figure(out: Path, task: str, method: str, rows: list[Row], suffix: st
                         **_line_style(i))
         ax.set_xticks(sorted(xs_all))
         _decorate_panel(ax, size, "augmented copies per example (0 = no DA)")
-    fig.suptitle(f"{task_name(task)}: dev score vs copies ({method}, each mode at its best degree)")
-    fig.tight_layout()
-    name = f"copies_{suffix}.png"
-    _save(fig, out / name)
+    name = _finish(fig, out, f"copies_{suffix}.png",
+                   f"{task_name(task)}: dev score vs copies ({method}, each mode at its best degree)")
     return name, f"{task_name(task)}: dev score vs copies per example ({method}), KD and FT"
 
 
