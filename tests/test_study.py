@@ -826,6 +826,40 @@ def test_report_augpro_table_applies_the_verdict_rule(tmp_path):
     assert "AugPro against" not in (tmp_path / "rep2" / "README.md").read_text()
 
 
+def test_report_degree_sweep_with_default_degree_runs_of_the_same_method(tmp_path):
+    """A methods study (knn at its default degree: degree None) merged with a degree sweep of knn:
+    the None-degree runs stay out of the sweep's tables and figures (no "degree None" column to
+    format) and are still listed in the method comparison."""
+    lines = []
+
+    def add(method, degree, seed, score):
+        settings = {"task": "sst2", "train_size": 1000, "mode": "kd", "augment": method, "seed": seed}
+        lines.append(json.dumps({"run_id": f"{method}-{degree}-{seed}", "score": score, "task": "sst2",
+                                 "train_size": 1000, "mode": "kd", "augment": method, "degree": degree,
+                                 "copies": 1, "seed": seed, "settings": settings}))
+
+    for seed in (0, 1):
+        add("none", None, seed, 0.70 + 0.01 * seed)
+        add("knn", 0.1, seed, 0.74 + 0.01 * seed)
+        add("knn", 0.3, seed, 0.72 + 0.01 * seed)
+        add("knn", None, seed, 0.80 + 0.01 * seed)  # the methods study's run
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    write_report(str(tmp_path / "r.jsonl"), str(tmp_path / "rep"))
+    md = (tmp_path / "rep" / "README.md").read_text()
+    assert "None" not in md
+    sweep = md.split("### SST-2: knn, dev score vs degree")[1].split("\n## ")[0]
+    assert "| n | mode | copies | no DA | degree 0.1 | degree 0.3 | best degree |" in sweep
+    assert "| 1,000 | KD | 1 | 70.5 ± 0.7 (n=2) | **74.5 ± 0.7 (n=2)** | 72.5 ± 0.7 (n=2) | 0.1 |" in sweep
+    assert "2 knn run(s) at the method's default degree (none given) are not part of this sweep" in sweep
+    methods = md.split("## Method comparison")[1].split("\n## ")[0]
+    assert "| KD knn | **80.5 ± 0.7 (n=2)** |" in methods
+    assert (tmp_path / "rep" / "degree_sst2.png").is_file()
+    # a file holding only the sweep reads as before: no note
+    (tmp_path / "s.jsonl").write_text("\n".join(x for x in lines if '"degree": null' not in x or '"none"' in x) + "\n")
+    write_report(str(tmp_path / "s.jsonl"), str(tmp_path / "rep2"))
+    assert "default degree" not in (tmp_path / "rep2" / "README.md").read_text()
+
+
 # --------------------------------------------------------------------------- several workers
 
 

@@ -212,15 +212,22 @@ def tasks_of(rows: Iterable[Row]) -> list[str]:
 
 
 def degree_groups(rows: list[Row]) -> list[tuple[str, str, list[Row], str]]:
-    """(task, method, rows of that task/method plus its no-augmentation runs, file suffix)."""
+    """(task, method, rows of that task/method plus its no-augmentation runs, file suffix): one
+    degree sweep per task and method run at two or more explicit degrees.
+
+    A sweep holds only the method's runs with an explicit degree: a run without one (degree None,
+    the method's default, as in a methods study) has no place on a degree axis, so when such runs
+    share a results file with a sweep of the same method they stay out of it (the methods table
+    still lists them)."""
     out = []
     for task in tasks_of(rows):
         trows = [r for r in rows if r.task == task]
         methods = sorted({r.method for r in trows if r.degree is not None}, key=method_key)
-        methods = [m for m in methods if len({r.degree for r in trows if r.method == m}) >= 2]
+        methods = [m for m in methods if len({r.degree for r in trows if r.method == m and r.degree is not None}) >= 2]
         for m in methods:
             suffix = slug(task) + ("" if len(methods) == 1 else f"_{slug(m)}")
-            out.append((task, m, [r for r in trows if r.method in (m, "none")], suffix))
+            out.append((task, m, [r for r in trows if r.method == "none" or (r.method == m and r.degree is not None)],
+                        suffix))
     return out
 
 

@@ -142,6 +142,10 @@ def degree_tables(all_rows: list[Row]) -> list[str]:
             body.append([size_name(k[0]), label, str(k[2])] + ([b.text() if b else ""] if has_none else [])
                         + [texts.get(d, "") for d in degrees] + [f"{best:g}"])
         lines += [f"### {task_name(task)}: {method}, dev score vs degree", ""]
+        default = sum(r.task == task and r.method == method and r.degree is None for r in all_rows)
+        if default:
+            lines += [f"{default} {method} run(s) at the method's default degree (none given) are not part of this "
+                      "sweep; the method comparison lists them.", ""]
         lines += markdown_table(header, body, ["---:", "---", "---:"] + ["---:"] * (len(header) - 3))
         lines += [""]
         lines += best_degree_table(task, method, deg_rows)
