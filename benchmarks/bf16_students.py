@@ -6,7 +6,8 @@ For each seed, KD students on SST-2 (2,000 rows, the methods study's budget: 80 
 learning rate 5e-4, max length 64, 2 layers, one thread) from the fine-tuned benchmark teacher
 (:func:`benchmarks._common.fine_tuned_teacher`), once per way:
 
-* ``fp32`` — the defaults;
+* ``fp32`` — fp32 student and teacher (``--no-bf16-teacher``: defaults version 3 would put a
+  native-bf16 CPU's teacher in bf16);
 * ``bf16`` — ``--bf16 --bf16-teacher`` (student and teacher under bf16 autocast);
 * ``new`` — ``--bf16 --bf16-teacher --shared-forward`` (what figure 7 times).
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-WAYS = {"fp32": {}, "bf16": {"bf16": True, "bf16_teacher": True},
+WAYS = {"fp32": {"bf16_teacher": False}, "bf16": {"bf16": True, "bf16_teacher": True},
         "new": {"bf16": True, "bf16_teacher": True, "shared_forward": True}}
 
 

@@ -7,7 +7,7 @@ labels: computed in the run), build the augmenter, train 80 steps of batch 32 at
 5e-4 (the methods study's budget, max length 64), evaluate on the whole dev set, save the model.
 One thread, as the study workers run (``OMP_NUM_THREADS=1``).
 
-* **today's path**: the defaults (fp32, separate student forwards);
+* **today's path**: fp32 (the teacher too: ``--no-bf16-teacher``), separate student forwards;
 * **new path**: ``--shared-forward --bf16 --bf16-teacher``.
 
 Each timed run gets a fresh copy of a warm cache folder holding what a study computes once and
@@ -38,7 +38,8 @@ SIZES = {
     "quick": dict(train_size=2000, max_steps=80, max_length=64, dev_size=None, methods=("augpro-mix",), reps=1),
     "full": dict(train_size=2000, max_steps=80, max_length=64, dev_size=None, methods=("augpro-mix", "knn"), reps=2),
 }
-PATHS = {"today": {}, "new": {"shared_forward": True, "bf16": True, "bf16_teacher": True}}
+# "today": the fp32 path as measured (the teacher in fp32 too, not defaults version 3's native-bf16 default)
+PATHS = {"today": {"bf16_teacher": False}, "new": {"shared_forward": True, "bf16": True, "bf16_teacher": True}}
 
 
 @contextlib.contextmanager

@@ -1051,7 +1051,7 @@ def test_defaults_version_keeps_old_ids_and_separates_new_ones(tmp_path):
     old_run, new_run = load_study(str(old)).runs[0], load_study(str(new)).runs[0]
     # version 1 is left out of the id, as every run before the setting existed was version 1
     assert "defaults_version" not in study_mod._hashed_view(old_run.settings)
-    assert study_mod._hashed_view(new_run.settings)["defaults_version"] == 2
+    assert study_mod._hashed_view(new_run.settings)["defaults_version"] == 3
     assert old_run.run_id != new_run.run_id
     from augpro.config import TrainConfig
 

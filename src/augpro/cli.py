@@ -87,7 +87,8 @@ def add_train_args(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--quiet", dest="progress", action="store_false", help="no progress bars")
     g.add_argument("--trust-remote-code", action="store_true", help="allow models with custom code (off by default)")
     g.add_argument("--defaults-version", type=int, default=DEFAULTS_VERSION, choices=sorted(FGSM_EPS_DEFAULT),
-                   help=f"which set of defaults (default {DEFAULTS_VERSION}; 1 = the first, e.g. plain FGSM eps 1)")
+                   help=f"which set of defaults (default {DEFAULTS_VERSION}; 1 = the first, e.g. plain FGSM eps 1; "
+                        "3 = bf16 teacher inference where the device has native bf16)")
     m = p.add_argument_group("models")
     if mode == "teacher":
         m.add_argument("--model", default=None, help="base checkpoint folder or hub name (default: MiniLM-L6-H384)")
@@ -107,9 +108,11 @@ def add_train_args(p: argparse.ArgumentParser, mode: str) -> None:
         k.add_argument("--attention-weight", type=float, default=0.0,
                        help="intermediate-layer KD: KL between the teacher's and the student's attention "
                             "distributions, layer by layer (TinyBERT-style); 0 = off")
-        k.add_argument("--bf16-teacher", action="store_true",
+        k.add_argument("--bf16-teacher", action=argparse.BooleanOptionalAction, default=None,
                        help="the teacher's inference in bf16 autocast: cached logits, pool labels, live targets "
-                            "(agreement with fp32: docs/performance.md)")
+                            "(speed and agreement with fp32: docs/performance.md). Default: on where the device has "
+                            "native bf16 (CUDA with bf16, CPUs with AVX512-BF16 or AMX) under --defaults-version 3, "
+                            "off under 1 and 2")
     if mode in ("kd", "ft"):
         add_augment_args(p)
 

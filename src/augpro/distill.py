@@ -261,7 +261,9 @@ class DistillTrainer(Trainer):
             when the student has no dropout; with dropout the draws differ (an equally valid run,
             not the same one), which is why it is off by default.
         bf16_teacher: run the teacher's forwards in the trainer (live targets on original and
-            augmented batches) under bf16 autocast.
+            augmented batches) under bf16 autocast. Off unless asked: the runner passes its
+            config's resolved value (``TrainConfig.resolved_bf16_teacher``: under defaults version
+            3, native bf16 on the training device).
         hidden_weight, attention_weight: weights of the hidden-state MSE and attention KL (default 0: off).
         layer_map: the teacher layer of each student layer (default: :func:`augpro.layers.default_layer_map`).
     """

@@ -106,12 +106,14 @@ def predict_logits(model: torch.nn.Module, encodings: dict[str, list], batch_siz
 def teacher_logits_cached(teacher: torch.nn.Module, teacher_id: str, encodings: dict[str, list],
                           cfg: TrainConfig, pad_token_id: int) -> torch.Tensor:
     """Teacher logits on encodings, cached on disk by (teacher weights, token content, and bf16
-    when ``cfg.bf16_teacher``: fp32 and bf16 logits never stand in for each other)."""
-    kind = "logits-v1-bf16" if cfg.bf16_teacher else "logits-v1"  # fp32 keys as before: old caches stay valid
+    when the teacher runs in bf16, ``cfg.resolved_bf16_teacher`` on its device: fp32 and bf16
+    logits never stand in for each other)."""
+    bf16 = cfg.resolved_bf16_teacher(next(teacher.parameters()).device)
+    kind = "logits-v1-bf16" if bf16 else "logits-v1"  # fp32 keys as before: old caches stay valid
     key = fingerprint(kind, teacher_id, encodings["input_ids"], encodings.get("token_type_ids"))
     return cached_tensor("teacher_logits", key,
                          lambda: predict_logits(teacher, encodings, cfg.eval_batch_size, pad_token_id, cfg.progress,
-                                                bf16=cfg.bf16_teacher),
+                                                bf16=bf16),
                          enabled=cfg.cache)
 
 
@@ -447,7 +449,8 @@ def build_trainer(cfg: TrainConfig, task: TaskSpec, args: TrainingArguments, mod
         temperature=cfg.temperature, kd_weight=cfg.kd_weight, ce_weight=cfg.ce_weight,
         aug_weight=cfg.aug_weight, regression=task.is_regression, special_ids=vocab.special, allowed=vocab.allowed,
         aug_seed=cfg.seed, retokenize=models.retokenize, shared_forward=cfg.shared_forward,
-        bf16_teacher=cfg.bf16_teacher, hidden_weight=cfg.hidden_weight, attention_weight=cfg.attention_weight,
+        bf16_teacher=cfg.resolved_bf16_teacher(args.device), hidden_weight=cfg.hidden_weight,
+        attention_weight=cfg.attention_weight,
     )
     from augpro.console import use_epoch_log
 
@@ -506,6 +509,8 @@ def run_metrics(cfg: TrainConfig, task: TaskSpec, *, trainer: DistillTrainer, tr
         "augmentation": {**(augmenter.describe() if augmenter else {"method": "none"}),
                          **trainer.augmentation_summary()},
         "teacher": cfg.teacher, "teacher_fingerprint": teacher_id,
+        # the teacher's precision as run (``settings.bf16_teacher`` None: the defaults version decided)
+        "bf16_teacher": cfg.resolved_bf16_teacher(args.device) if models.teacher is not None else None,
         "cross_tokenizer": models.retokenize is not None,
         "settings": cfg.to_dict(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),

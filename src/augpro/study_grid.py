@@ -183,8 +183,9 @@ _DEFAULTS = TrainConfig().to_dict()
 #: except ``defaults_version``, which is compared with 1 (the version every run had before the
 #: setting existed). So a run of an old config keeps its id when the config pins
 #: ``defaults-version: 1``, and a run under newer defaults gets a new id instead of an old id
-#: whose committed result the new defaults would not reproduce.
-_ID_BASELINE = {**_DEFAULTS, "defaults_version": 1}
+#: whose committed result the new defaults would not reproduce. ``bf16_teacher`` is compared with
+#: False, what versions 1 and 2 settle it to (None, "native bf16 decides", is version 3's).
+_ID_BASELINE = {**_DEFAULTS, "defaults_version": 1, "bf16_teacher": False}
 
 
 def _hashed_view(settings: dict[str, Any]) -> dict[str, Any]:
