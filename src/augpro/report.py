@@ -91,7 +91,11 @@ class Report:
         if curves:
             lines += ["## Learning curves", "",
                       "Runs that evaluated after every epoch on the validation split carved from the training rows "
-                      "(`val-size`) and on dev. Budgets are read off the validation column only.", ""]
+                      "(`val-size`) and on dev. Budgets are read off the validation column only. *Flat from*: the "
+                      "first evaluation from which the validation curve, smoothed by a 3-point running mean (each "
+                      "evaluation averaged with its neighbours, so that one noisy evaluation moves it little), "
+                      "stays within 1 point of the smoothed curve's best. *Best val*: the best single evaluation.",
+                      ""]
             lines += curves + [""]
         aug = augmentation_table(self.rows)
         if aug:

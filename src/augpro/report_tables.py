@@ -94,11 +94,26 @@ def augmentation_table(rows: list[Row]) -> list[str]:
     return markdown_table(["method", "realised degree", "label-flip rate", "runs"], body)
 
 
+def running_mean(values: list[float], width: int = 3) -> list[float]:
+    """Centred running mean: each value averaged with its ``width // 2`` neighbours on either side
+    (fewer at the two ends, where the window is cut off)."""
+    half = width // 2
+    return [sum(values[max(0, i - half):i + half + 1]) / len(values[max(0, i - half):i + half + 1])
+            for i in range(len(values))]
+
+
 def curves_table(all_rows: list[Row]) -> list[str]:
     """For runs that evaluated every epoch: where the validation curve flattens.
 
-    *Flat from* is the first evaluation whose validation score is within 1 point (×100) of the
-    run's best, and stays so at every later evaluation: training past it gains less than a point.
+    *Flat from* is read off the validation curve smoothed by a 3-point running mean (each
+    evaluation averaged with the one before and the one after; the first and last with their one
+    neighbour): the first evaluation whose smoothed score is within 1 point (×100) of the smoothed
+    curve's best and stays so at every later evaluation, so training past it gains less than a
+    point. Smoothing keeps a single noisy evaluation (a dip or spike of a couple of points, against
+    a validation standard error of about a point) from moving it: averaged with its neighbours,
+    such an evaluation shifts the smoothed curve by a third of its size. On a sharp rise the
+    smoothed curve can flatten one evaluation later than the raw one. "–" when the smoothed curve
+    ends more than a point below its best. *Best val* is the best single evaluation (unsmoothed).
     """
     rows = [r for r in all_rows if len(r.history) >= 2 and any("val" in h for h in r.history)]
     if not rows:
@@ -107,11 +122,14 @@ def curves_table(all_rows: list[Row]) -> list[str]:
     for r in sorted(rows, key=lambda r: (task_key(r.task), sort_key(r.size), variant_key(r), sort_key(r.seed))):
         vals = [(h["step"], h["epoch"], h["val"] * 100) for h in r.history if "val" in h]
         best = max(v for _, _, v in vals)
-        flat = next(i for i in range(len(vals)) if all(v >= best - 1.0 for _, _, v in vals[i:]))
-        step, epoch, _ = vals[flat]
+        smooth = running_mean([v for _, _, v in vals])
+        top = max(smooth)
+        # 1e-9: a smoothed score exactly 1 point below the top counts as within it despite float rounding
+        flat = next((i for i in range(len(smooth)) if all(v >= top - 1.0 - 1e-9 for v in smooth[i:])), None)
+        flat_text = "–" if flat is None else f"{vals[flat][0]} (epoch {vals[flat][1]:g})"
         body.append([task_name(r.task), size_name(r.size), variant_label(r.mode, r.method, r.degree, r.copies,
                                                                           r.cond),
-                     str(r.seed), f"{best:.1f}", f"{step} (epoch {epoch:g})", f"{vals[-1][0]}",
+                     str(r.seed), f"{best:.1f}", flat_text, f"{vals[-1][0]}",
                      "–" if r.val_score is None else f"{r.val_score:.1f}", f"{r.score:.1f}"])
     return markdown_table(["task", "n", "method", "seed", "best val", "flat from (within 1 point)", "steps",
                            "final val", "final dev"], body, ["---", "---:", "---", "---:"] + ["---:"] * 5)
