@@ -12,14 +12,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,9 +21,9 @@ from augpro.augment import AugProFGSM, AugProMix, FGSM, TokenReplacement
 from augpro.augment.base import AugmentedBatch, Augmenter, PrepareContext
 from augpro.augment.project import allowed_vocab_mask, special_ids_tensor
 from augpro.data import Collator, encode
-from augpro.distill import (COMPLETE_MARKER, DistillTrainer, model_inputs, same_rows, split_outputs, stack_inputs,
-                            take_rows)
+from augpro.distill import DistillTrainer, model_inputs, same_rows, split_outputs, stack_inputs, take_rows
 from augpro.losses import kd_loss, label_loss
+from helpers import kill_and_resume
 
 
 def _bert(layers: int, seed: int, dropout: float):
@@ -350,46 +343,9 @@ def test_bf16_teacher_in_the_trainer(rows, tokenizer, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- resume
-def _args(data_dir: str, teacher: str, out: Path) -> list[str]:
-    return [sys.executable, "-m", "augpro.cli", "distill", "--task", "sst2", "--data-dir", data_dir,
-            "--train-size", "96", "--dev-size", "128", "--teacher", teacher, "--student-layers", "1",
-            "--batch-size", "16", "--epochs", "3", "--augment", "augpro-mix", "--degree", "0.3",
-            "--max-length", "48", "--threads", "1", "--quiet", "--output-dir", str(out),
-            "--shared-forward", "--bf16", "--bf16-teacher"]
-
-
 @pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_with_shared_forward_and_bf16(tmp_path, data_dir):
-    from augpro.config import TrainConfig
-    from augpro.distill import last_complete_checkpoint
-    from augpro.runner import run_training
-
-    teacher = tmp_path / "teacher"
-    run_training(TrainConfig(mode="teacher", task="sst2", data_dir=data_dir, train_size=64, max_steps=2,
-                             max_length=48, dev_size=64, output_dir=str(teacher), progress=False,
-                             save_checkpoints=False, eval_every_epoch=False))
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    full = tmp_path / "full"
-    proc = subprocess.run(_args(data_dir, str(teacher), full), capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-
-    killed = tmp_path / "killed"
-    p = subprocess.Popen(_args(data_dir, str(teacher), killed), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 600
-    while time.time() < deadline and not list(killed.glob(f"checkpoint-*/{COMPLETE_MARKER}")):
-        if p.poll() is not None:
-            pytest.fail("the run finished before it could be killed")
-        time.sleep(0.05)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert not (killed / "metrics.json").exists()
-    assert last_complete_checkpoint(killed) is not None
-    resumed = subprocess.run(_args(data_dir, str(teacher), killed) + ["--resume"], capture_output=True, text=True,
-                             env=env)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a = json.loads((full / "metrics.json").read_text())
-    b = json.loads((killed / "metrics.json").read_text())
+    a, b = kill_and_resume(tmp_path, data_dir, extra=("--shared-forward", "--bf16", "--bf16-teacher"))
     assert a["settings"]["shared_forward"] and a["settings"]["bf16"] and a["settings"]["bf16_teacher"]
     assert b["steps"] == a["steps"] == 18
     assert b["dev"] == a["dev"]
