@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=64)
 
-    p = sub.add_parser("quickstart", help="the main job: a teacher, then KD, KD + AugPro-Mix and FT students on SST-2")
+    p = sub.add_parser("quickstart", help="the main job: a teacher, then KD, KD + AugPro-FGSM and FT students on SST-2")
     p.add_argument("--data-dir", default=None, help="GLUE-layout folder (default: $AUGPRO_DATA_DIR)")
     p.add_argument("--output-dir", default="runs/quickstart")
     p.add_argument("--train-size", type=_positive_int, default=2000, help="the students' rows (default 2000)")
