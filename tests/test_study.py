@@ -636,11 +636,20 @@ def test_report_tables_and_figures(study_results, tmp_path):
             marks = [f"{ahead} ahead"] * bool(ahead) + [f"{behind} behind"] * bool(behind)
             text = f"{sum(diffs) / 3:+.1f} ({sum(x > 0 for x in diffs)}/3" + (f"; {', '.join(marks)})" if marks else ")")
             assert text in line
-    # best degree: its paired lead over the runner-up (by mean), with its interval
+    # best degree: its paired lead over the runner-up (by mean), then over each other degree above 0
+    # (claim 3's comparisons), each with its interval
     means = {d: sum(seed_scores("kd", 500, 1, d).values()) / 3 for d in (0.0, 0.1, 0.3, 0.5)}
-    first, second = sorted(means, key=lambda d: -means[d])[:2]
+    ranked = sorted(means, key=lambda d: -means[d])
+    first, second = ranked[:2]
     m, lo, hi = paired(seed_scores("kd", 500, 1, first), seed_scores("kd", 500, 1, second))
     assert f"{first:g} ({means[first]:.1f}; {m:+.1f} [{lo:+.1f}, {hi:+.1f}] over {second:g}, " in kd_row
+    rest = [d for d in ranked[2:] if d > 0]
+    assert rest, "the fake's sweep has a third degree above 0"
+    for d in rest:
+        m, lo, hi = paired(seed_scores("kd", 500, 1, first), seed_scores("kd", 500, 1, d))
+        assert f"; {m:+.1f} [{lo:+.1f}, {hi:+.1f}] over {d:g}, " in kd_row
+    if 0.0 in ranked[2:]:
+        assert " over 0, " not in kd_row  # no augmentation is named only as the runner-up
 
 
 def test_report_skips_figures_the_data_cannot_support(tmp_path, monkeypatch):

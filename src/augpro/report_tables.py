@@ -221,16 +221,21 @@ def best_degree_table(task: str, method: str, deg_rows: list[Row]) -> list[str]:
                         key=lambda dc: (-dc[1].mean, sort_key(dc[0])))
         if not others:
             return f"{degree:g} ({cell.mean:.1f})"
-        d2, c2 = others[0]
-        lead = pair(seeds[(key, degree)], seeds[(key, d2)])
-        mark = "" if lead.n < 2 else f", {describe(lead)}"
-        return f"{degree:g} ({cell.mean:.1f}; {lead.text()} over {d2:g}{mark})"
+        leads = []
+        for i, (d2, _) in enumerate(others):
+            if i and not d2:
+                continue  # past the runner-up, only the other degrees above 0 (claim 3's comparisons)
+            lead = pair(seeds[(key, degree)], seeds[(key, d2)])
+            mark = "" if lead.n < 2 else f", {describe(lead)}"
+            leads.append(f"{lead.text()} over {d2:g}{mark}")
+        return f"{degree:g} ({cell.mean:.1f}; {'; '.join(leads)})"
 
     body = []
     for lk in lines_keys:
         label = lk[0].upper() + (f" ({cond_label(lk[2])})" if lk[2] else "")
         body.append([label, str(lk[1])] + [text((*lk, s)) if (*lk, s) in best else "" for s in sizes])
     return [f"Best degree per training-set size, {task_name(task)}, {method}: its mean score, its paired lead "
-            "over the runner-up degree (mean [95 % interval] over seeds), and whether that lead is *ahead* (the "
-            "interval above 0) or undecided (with the seeds that would settle it at this spread):", ""] + \
+            "over the runner-up degree and then over each other degree above 0 (mean [95 % interval] over seeds), "
+            "and whether each lead is *ahead* (the interval above 0) or undecided (with the seeds that would "
+            "settle it at this spread):", ""] + \
         markdown_table(header, body, ["---", "---:"] + ["---:"] * len(sizes)) + [""]
