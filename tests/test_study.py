@@ -244,6 +244,35 @@ def test_resume_skips_finished_runs(small, fake):
     assert len(result_lines(load_study(small).results_path)) == 20
 
 
+def test_only_reruns_one_cell_of_the_grid_elsewhere_with_its_run_ids(small, tmp_path, fake, capsys):
+    study = load_study(small)
+    cell = [r for r in study.runs if r.settings["mode"] == "kd" and r.settings["augment"] == "knn"
+            and r.settings["degree"] == 0.3 and r.settings["copies"] == 1]
+    assert len(cell) > 1  # one cell, several seeds
+    words = f"kd knn degree=0.3 seed={cell[0].settings['seed']} n={cell[0].settings['train_size']}"
+    named = [r for r in cell if r.settings["task"] == cell[0].settings["task"]
+             and r.settings["seed"] == cell[0].settings["seed"]
+             and r.settings["train_size"] == cell[0].settings["train_size"]]
+    other = tmp_path / "check"
+    assert run_study(str(small), output_dir=str(other), only=words, dry_run=True) == 0
+    listed = capsys.readouterr().out
+    assert f"{len(named)} runs (0 finished, {len(named)} to run)" in listed
+    assert all(r.run_id in listed for r in named) and fake.calls == []
+    assert run_study(str(small), output_dir=str(other), only=words) == 0
+    rows = read_results(other / "results.jsonl")
+    assert sorted(r["run_id"] for r in rows) == sorted(r.run_id for r in named)  # the grid's own ids
+    assert len(fake.students()) == len(named)
+    assert not study.results_path.exists()  # the grid's own results file is untouched
+    # a run id names exactly that run; words that name nothing, and --prune with --only, are errors
+    fake.calls.clear()
+    assert run_study(str(small), only=study.runs[-1].run_id) == 0
+    assert [r["run_id"] for r in read_results(study.results_path)] == [study.runs[-1].run_id]
+    with pytest.raises(UserError, match="names none of the 20 runs"):
+        run_study(str(small), only="kd no-such-method")
+    with pytest.raises(UserError, match="--prune"):
+        run_study(str(small), only="kd", prune=True)
+
+
 def test_reuse_takes_finished_runs_of_another_study_instead_of_training(small, tmp_path, fake, capsys):
     assert run_study(str(small), limit=5) == 0              # the other study: 5 runs finished
     source = load_study(small)

@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=None, help="default: the YAML's output_dir")
     p.add_argument("--limit", type=int, default=None, help="run at most N more runs, then stop")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    p.add_argument("--only", default=None, metavar="WORDS",
+                   help='only the runs whose id or description has every word of WORDS, e.g. '
+                        '"n=2000 kd augpro-fgsm seed=0" (descriptions: --dry-run); with --output-dir, '
+                        'reruns one cell of a grid elsewhere to check it')
     p.add_argument("--prune", action="store_true",
                    help="move results lines of runs that are no longer in the config to results.pruned.jsonl, then exit")
 
@@ -264,7 +268,8 @@ def dispatch(ns: argparse.Namespace) -> int:
     if cmd == "study":
         from augpro.study import run_study
 
-        return run_study(ns.config, output_dir=ns.output_dir, limit=ns.limit, dry_run=ns.dry_run, prune=ns.prune)
+        return run_study(ns.config, output_dir=ns.output_dir, limit=ns.limit, dry_run=ns.dry_run, prune=ns.prune,
+                         only=ns.only)
     if cmd == "report":
         from augpro.report import write_report
 

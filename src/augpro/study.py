@@ -25,9 +25,11 @@ worker's run is simply free again. ``--prune`` needs every worker stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -45,7 +47,8 @@ from augpro.config import TrainConfig
 from augpro.errors import UserError
 # the grid and the results file: ``augpro.study`` re-exports what it had before they moved
 from augpro.study_grid import (FORCED, SHARED, SHARED_TEACHER_KEYS, STUDY_DEFAULTS, TEACHER_INHERITS, TOP_LEVEL_KEYS,
-                               UNHASHED, Run, SharedTeachers, Study, Teacher, load_shared_teachers, load_study)
+                               UNHASHED, Run, SharedTeachers, Study, Teacher, load_shared_teachers, load_study,
+                               select_runs)
 from augpro.study_grid import _hashed_view  # noqa: F401 - tests check run ids' hashed settings through augpro.study
 from augpro.study_results import (PRUNED_FILE, RESULTS_FILE, append_line, finished_ids, log, prune_results,
                                   read_results, repair_results, result_line, reusable_lines, stale_lines)
@@ -213,16 +216,21 @@ def _stale_notice(study: Study, resume_cmd: str) -> None:
 
 
 def run_study(config_path: str, output_dir: str | None = None, limit: int | None = None,
-              dry_run: bool = False, prune: bool = False) -> int:
+              dry_run: bool = False, prune: bool = False, only: str | None = None) -> int:
     """Run (or resume) the study in ``config_path``; returns the exit code (0, or 130 when interrupted).
 
     With ``prune``, only move the results lines of runs that are not in the config to
-    ``results.pruned.jsonl`` (see :func:`prune_results`) and return.
+    ``results.pruned.jsonl`` (see :func:`prune_results`) and return. With ``only``, run (or list)
+    just the runs it names (:func:`~augpro.study_grid.select_runs`): one cell of a grid, rerun with
+    the grid's exact settings and run ids, e.g. into another ``output_dir`` to check a result.
     """
     if limit is not None and limit < 0:
         raise UserError(f"--limit must be at least 0, got {limit}")
+    if prune and only is not None:
+        raise UserError("--prune works on the whole config; drop --only")
     study = load_study(config_path, output_dir)
-    resume_cmd = f"augpro study {config_path}" + (f" --output-dir {output_dir}" if output_dir is not None else "")
+    resume_cmd = (f"augpro study {config_path}" + (f" --output-dir {output_dir}" if output_dir is not None else "")
+                  + (f" --only {shlex.quote(only)}" if only is not None else ""))
     if prune:
         if dry_run:
             n = len(stale_lines(study))
@@ -239,8 +247,14 @@ def run_study(config_path: str, output_dir: str | None = None, limit: int | None
         print(f"augpro study: moved {n} line(s) that belong to no run of {study.path} to "
               f"{study.results_path.with_name(PRUNED_FILE)}")
         return 0
+    _stale_notice(study, resume_cmd)
+    if only is not None:
+        runs = select_runs(study.runs, only)
+        if not runs:
+            raise UserError(f"--only {only!r} names none of the {len(study.runs)} runs of {config_path}; "
+                            f"list them with: augpro study {config_path} --dry-run")
+        study = dataclasses.replace(study, runs=runs)
     if dry_run:
-        _stale_notice(study, resume_cmd)
         done_ids = finished_ids(study.results_path)
         todo = [r for r in study.runs if r.run_id not in done_ids]
         reusable = reusable_lines(study.reuse, {r.run_id for r in todo})
@@ -277,7 +291,6 @@ def _run_all(study: Study, limit: int | None, resume_cmd: str) -> int:
     from tqdm.auto import tqdm
 
     results_path = study.results_path
-    _stale_notice(study, resume_cmd)
     done_ids = finished_ids(results_path)
     todo = [r for r in study.runs if r.run_id not in done_ids]
     total, n_done = len(study.runs), len(study.runs) - len(todo)

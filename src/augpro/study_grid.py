@@ -255,6 +255,16 @@ class Run:
         return " ".join(bits)
 
 
+def select_runs(runs: list[Run], only: str) -> list[Run]:
+    """The runs that ``only`` names: every whitespace-separated word of it is a run id or a word of
+    the run's :meth:`Run.describe` (``"n=2000 kd augpro-fgsm seed=0"``; order does not matter, and
+    ``"kd knn degree=0.3"`` also names the ``x4`` runs of that degree)."""
+    words = only.split()
+    if not words:
+        raise UserError("--only needs at least one word, e.g. --only \"n=2000 kd augpro-fgsm seed=0\"")
+    return [r for r in runs if set(words) <= {r.run_id, *r.describe().split()}]
+
+
 @dataclass
 class Study:
     path: Path
