@@ -258,9 +258,10 @@ def run_study(config_path: str, output_dir: str | None = None, limit: int | None
         done_ids = finished_ids(study.results_path)
         todo = [r for r in study.runs if r.run_id not in done_ids]
         reusable = reusable_lines(study.reuse, {r.run_id for r in todo})
-        print(f"{study.path}: {len(study.runs)} runs ({len(study.runs) - len(todo)} finished, {len(todo)} to run"
+        n_runs, n_teachers = len(study.runs), len(study.teachers)
+        print(f"{study.path}: {n_runs} run{'s' * (n_runs != 1)} ({n_runs - len(todo)} finished, {len(todo)} to run"
               + (f", {len(reusable)} of them finished in a study it reuses" if reusable else "")
-              + f"), {len(study.teachers)} teachers, output {study.output_dir}")
+              + f"), {n_teachers} teacher{'s' * (n_teachers != 1)}, output {study.output_dir}")
         show: list[Run | None] = list(todo) if len(todo) <= 12 else [*todo[:8], None, *todo[-3:]]
         for r in show:
             print("  ..." if r is None else f"  {r.run_id}  {r.describe()}")
