@@ -14,6 +14,7 @@ import os
 import sys
 import warnings
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Sequence
 
 from augpro.config import DEFAULTS_VERSION, FGSM_EPS_DEFAULT, TrainConfig
@@ -209,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and plots from a study's results.jsonl")
     p.add_argument("results", help="results.jsonl")
     p.add_argument("--output", required=True, help="folder for the markdown and PNG files")
+
+    p = sub.add_parser("compare", help="the same cells of two studies' results.jsonl, paired seed by seed")
+    p.add_argument("a", help="results.jsonl A")
+    p.add_argument("b", help="results.jsonl B (the table shows A - B)")
+    p.add_argument("--labels", nargs=2, metavar=("A", "B"), default=None,
+                   help="column names for A and B (default: the names of their folders)")
+    p.add_argument("--output", default=None, help="markdown file to write (default: print it)")
     return parser
 
 
@@ -275,7 +283,18 @@ def dispatch(ns: argparse.Namespace) -> int:
 
         write_report(ns.results, ns.output)
         return 0
-    raise UserError("name a command: teacher, distill, finetune, evaluate, augment, quickstart, study, report")
+    if cmd == "compare":
+        from augpro.report_compare import compare
+
+        text = compare(ns.a, ns.b, tuple(ns.labels) if ns.labels else None)
+        if ns.output:
+            Path(ns.output).write_text(text, encoding="utf-8")
+            print(f"augpro compare: -> {ns.output}")
+        else:
+            print(text, end="")
+        return 0
+    raise UserError("name a command: teacher, distill, finetune, evaluate, augment, quickstart, study, report, "
+                    "compare")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
