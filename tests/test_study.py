@@ -1186,3 +1186,34 @@ def test_flat_from_ignores_a_single_noisy_evaluation():
     # evaluation after the raw curve, the price of smoothing a sharp rise)
     assert flat[0] == flat[1] == flat[2] == "40 (epoch 4)"
     assert flat[3] == "–"
+
+
+def test_report_conditions_table_pairs_one_method_across_conditions(tmp_path):
+    """A setting that varies besides the cell's own (hidden_weight) splits a method into variants; the
+    Conditions section sets them against each other seed by seed, naming only the settings that differ."""
+    lines = []
+    cells = {("none", 0.0, True): [70, 71, 72], ("none", 1.0, False): [71, 72, 73],
+             ("augpro-fgsm", 0.0, True): [80, 81, 82], ("augpro-fgsm", 1.0, False): [80, 79, 84]}
+    for (method, hidden, shared), values in cells.items():
+        for seed, v in enumerate(values):
+            settings = {"task": "sst2", "train_size": 2000, "mode": "kd", "augment": method, "seed": seed,
+                        "hidden_weight": hidden, "shared_forward": shared, "max_length": 64}
+            lines.append(json.dumps({"run_id": f"{method}{hidden}{seed}", "score": v / 100, "task": "sst2",
+                                     "train_size": 2000, "mode": "kd", "augment": method, "degree": None,
+                                     "copies": 1, "seed": seed, "settings": settings}))
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    write_report(str(tmp_path / "r.jsonl"), str(tmp_path / "rep"))
+    md = (tmp_path / "rep" / "README.md").read_text()
+    table = md.split("## Conditions")[1].split("\n## ")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| KD")]
+    assert rows == [
+        "| KD none | hidden_weight=1.0, shared_forward=False − hidden_weight=0.0, shared_forward=True "
+        "| **+1.0 [+1.0, +1.0]** |",
+        # differences 0, -2, +2: mean 0, undecided
+        "| KD augpro-fgsm | hidden_weight=1.0, shared_forward=False − hidden_weight=0.0, shared_forward=True "
+        "| +0.0 [-5.0, +5.0] |",
+    ]
+    # one seed per cell (a pilot): nothing to pair, no section
+    (tmp_path / "one.jsonl").write_text("\n".join(x for x in lines if '"seed": 0,' in x) + "\n")
+    write_report(str(tmp_path / "one.jsonl"), str(tmp_path / "rep1"))
+    assert "## Conditions" not in (tmp_path / "rep1" / "README.md").read_text()

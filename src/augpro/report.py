@@ -30,7 +30,7 @@ from augpro.report_figures import DPI, FIGURE_PREFIXES, write_figures
 from augpro.report_rows import AUGPRO_METHODS, Cell, Row, condition_keys, load_rows, sort_key, tasks_of
 from augpro.report_tables import (augmentation_table, curves_table, degree_tables, methods_table, runtime_table,
                                   teacher_cells)
-from augpro.report_verdicts import augpro_table, paired_table
+from augpro.report_verdicts import augpro_table, conditions_table, paired_table
 
 __all__ = ["AUGPRO_METHODS", "DPI", "Cell", "Report", "Row", "load_rows", "write_report"]
 
@@ -77,6 +77,12 @@ class Report:
             for title, table in sections:
                 if table:
                     lines += [f"### Each method {title}", ""] + table + [""]
+        conds = conditions_table(self.rows)
+        if conds:
+            lines += ["## Conditions", "",
+                      "The same method under two values of the settings that vary besides the cell's own, paired "
+                      "seed by seed (left minus right, dev score ×100, 95 % t interval; bold: it excludes 0).", ""]
+            lines += conds + [""]
         claim = augpro_table(self.rows)
         if claim:
             lines += ["## AugPro against the other augmentation methods (KD)", "",

@@ -61,6 +61,40 @@ def paired_table(rows: list[Row], reference: str) -> list[str]:
     return markdown_table(header, body)
 
 
+def conditions_table(rows: list[Row]) -> list[str]:
+    """The same method under different conditions (settings that vary besides the cell's own, e.g.
+    ``hidden_weight``), paired seed by seed: each later condition against each earlier one, per column.
+
+    A row names only the settings that differ between the two sides. Empty when no such comparison
+    has two paired seeds (a one-seed pilot's conditions are not compared).
+    """
+    cols = columns_of(rows)
+    seeds = seed_scores(rows, lambda r: ((r.mode, r.method, r.degree, r.copies, r.cond), (r.task, r.size)))
+    variants = variants_of(rows)
+    body, any_pair = [], False
+    for i, v in enumerate(variants):
+        for w in variants[:i]:
+            if v[:4] != w[:4]:
+                continue
+            differ = [k for (k, a), (_, b) in zip(v[4], w[4]) if a != b]
+            row = [variant_label(*v[:4], ()),
+                   cond_label(tuple(kv for kv in v[4] if kv[0] in differ)) + " − "
+                   + cond_label(tuple(kv for kv in w[4] if kv[0] in differ))]
+            for col in cols:
+                if (v, col) not in seeds or (w, col) not in seeds:
+                    row.append("")
+                    continue
+                d = pair(seeds[(v, col)], seeds[(w, col)])
+                any_pair |= d.n >= 2
+                row.append(f"**{d.text()}**" if d.outcome != "undecided" else d.text())
+            if any(row[2:]):
+                body.append(row)
+    if not any_pair:
+        return []
+    header = ["method", "conditions"] + [f"{task_name(t)} n={size_name(s)}" for t, s in cols]
+    return markdown_table(header, body, ["---", "---"] + ["---:"] * len(cols))
+
+
 def augpro_table(rows: list[Row]) -> list[str]:
     """Per task, size and condition: the best AugPro KD variant against the best other augmentation.
 
