@@ -17,7 +17,7 @@ cd "$(git rev-parse --show-toplevel)"
 : "${AUGPRO_DATA_DIR:?set AUGPRO_DATA_DIR to the GLUE folder (e.g. ../shared/data/glue)}"
 export AUGPRO_DATA_DIR
 augpro=${AUGPRO:-.venv/bin/augpro}
-studies=${STUDIES:-configs/strong-teacher.yaml configs/pilot-curves.yaml configs/same-data.yaml configs/intermediate-layers.yaml}
+studies=${STUDIES:-configs/intermediate-layers.yaml configs/strong-teacher.yaml configs/pilot-curves.yaml configs/same-data.yaml}
 mkdir -p runs/logs
 if pgrep -f "augpro study" > /dev/null; then
   echo "run_studies: studies are already running (pgrep -af 'augpro study'); stop them first" >&2
