@@ -89,6 +89,11 @@ class Paired:
         return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
 
 
+def marked(p: Paired, digits: int = 1) -> str:
+    """:meth:`Paired.text`, in bold (markdown) when the interval excludes 0."""
+    return f"**{p.text(digits)}**" if p.outcome != "undecided" else p.text(digits)
+
+
 def pair(a: Mapping[object, float], b: Mapping[object, float]) -> Paired:
     """The paired differences ``a[seed] - b[seed]`` over the seeds in both, in seed order."""
     common = sorted(set(a) & set(b), key=repr)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from augpro.errors import UserError
-from augpro.paired import describe, pair
+from augpro.paired import describe, marked, pair
 from augpro.report_rows import (Cell, Row, condition_keys, load_rows, seed_scores, size_name, sort_key, task_key,
                                 task_name, variant_key, variant_label)
 from augpro.report_tables import markdown_table
@@ -42,15 +42,12 @@ def compare_table(a_raw: list[dict[str, Any]], b_raw: list[dict[str, Any]], labe
         if not common:
             continue
         diff = pair(a_seeds[key], b_seeds[key])
-        text = diff.text()
-        if diff.outcome != "undecided":
-            text = f"**{text}**"
         outcome = "identical scores" if all(d == 0 for d in diff.diffs) else describe(diff)
         task, size, mode, method, degree, copies, cond = key
         a_cell = Cell(a_seeds[key][s] for s in common)
         b_cell = Cell(b_seeds[key][s] for s in common)
         body.append([f"{task_name(task)} n={size_name(size)}", variant_label(mode, method, degree, copies, cond),
-                     a_cell.text(), b_cell.text(), text, outcome])
+                     a_cell.text(), b_cell.text(), marked(diff), outcome])
     if not body:
         return []
     a, b = labels

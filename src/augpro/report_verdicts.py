@@ -10,7 +10,7 @@ other augmentation (*ahead*, *behind* or *undecided*), and over the columns the 
 
 from __future__ import annotations
 
-from augpro.paired import claim_verdict, describe, pair
+from augpro.paired import claim_verdict, describe, marked, pair
 from augpro.report_rows import (AUGPRO_METHODS, Cell, Row, columns_of, cond_label, group_cells, method_key,
                                 method_label, seed_scores, size_name, sort_key, task_key, task_name, variant_label,
                                 variants_of)
@@ -47,9 +47,7 @@ def paired_table(rows: list[Row], reference: str) -> list[str]:
                 continue
             d = pair(seeds[(v, col)], seeds[(ref, col)])
             any_pair |= d.n >= 2
-            text = d.text()
-            if d.outcome != "undecided":
-                text = f"**{text}**"
+            text = marked(d)
             if reference == "best":
                 text += f" vs {variant_label(*ref)}"
             row.append(text)
@@ -86,7 +84,7 @@ def conditions_table(rows: list[Row]) -> list[str]:
                     continue
                 d = pair(seeds[(v, col)], seeds[(w, col)])
                 any_pair |= d.n >= 2
-                row.append(f"**{d.text()}**" if d.outcome != "undecided" else d.text())
+                row.append(marked(d))
             if any(row[2:]):
                 body.append(row)
     if not any_pair:
