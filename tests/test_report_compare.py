@@ -13,8 +13,6 @@ def _write(path, cells: dict[tuple, list[float]], extra: dict | None = None) -> 
     lines = []
     for (mode, method), values in cells.items():
         for seed, v in enumerate(values):
-            if v is None:
-                continue
             settings = {"task": "sst2", "train_size": 2000, "mode": mode, "augment": method, "seed": seed,
                         **(extra or {})}
             lines.append(json.dumps({"run_id": f"{mode}{method}{seed}", "score": v / 100, "task": "sst2",
@@ -29,7 +27,7 @@ def _rows(md: str) -> dict[str, list[str]]:
 
 
 def test_compare_pairs_cells_over_common_seeds(tmp_path):
-    # A's teacher is set in a setting that is constant inside each file: it must not split the cells
+    # hidden_weight differs between the files but is constant inside each: it must not split the cells
     a = _write(tmp_path / "a.jsonl", {("kd", "none"): [80, 81, 82, 99], ("kd", "eda"): [70, 75, 80],
                                       ("ft", "none"): [60, 61, 62], ("kd", "knn"): [50, 50, 50]},
                extra={"hidden_weight": 0.0})
@@ -66,4 +64,3 @@ def test_compare_cli_and_errors(tmp_path, capsys):
     assert "different --labels" in capsys.readouterr().err
     assert main(["compare", a, str(tmp_path / "missing.jsonl"), "--labels", "x", "y"]) == 2
     assert "not found" in capsys.readouterr().err
-
