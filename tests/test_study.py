@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from augpro import study as study_mod
+from augpro.config import DEFAULTS_VERSION
 from augpro.errors import UserError
 from augpro.report import write_report
 from augpro.study import append_line, load_study, read_results, repair_results, run_study
@@ -807,7 +808,9 @@ def test_report_conditions_split_rows_only_within_a_column(tmp_path, monkeypatch
     doc = {"output_dir": str(tmp_path / "out"), "grids": [
         # max_length chosen per task: not a condition, one row per method
         {"task": "sst2", "max-length": 64, "mode": "kd", "augment": ["none", "knn"], "seed": [0, 1]},
-        {"task": "rte", "max-length": 128, "mode": "kd", "augment": ["none", "knn"], "seed": [0, 1]},
+        # (the same student depth as SST-2's: defaults version 4 would give RTE, a pair task, 4 layers)
+        {"task": "rte", "max-length": 128, "student-layers": 2, "hidden-weight": 0.0, "mode": "kd",
+         "augment": ["none", "knn"], "seed": [0, 1]},
         # two student sizes within the SST-2 column: a condition, shown in the row label
         {"task": "sst2", "max-length": 64, "mode": "kd", "augment": "none", "student-layers": 1, "seed": [0, 1]},
     ]}
@@ -1091,7 +1094,7 @@ def test_defaults_version_keeps_old_ids_and_separates_new_ones(tmp_path):
     old_run, new_run = load_study(str(old)).runs[0], load_study(str(new)).runs[0]
     # version 1 is left out of the id, as every run before the setting existed was version 1
     assert "defaults_version" not in study_mod._hashed_view(old_run.settings)
-    assert study_mod._hashed_view(new_run.settings)["defaults_version"] == 3
+    assert study_mod._hashed_view(new_run.settings)["defaults_version"] == DEFAULTS_VERSION
     assert old_run.run_id != new_run.run_id
     from augpro.config import TrainConfig
 
@@ -1217,3 +1220,35 @@ def test_report_conditions_table_pairs_one_method_across_conditions(tmp_path):
     (tmp_path / "one.jsonl").write_text("\n".join(x for x in lines if '"seed": 0,' in x) + "\n")
     write_report(str(tmp_path / "one.jsonl"), str(tmp_path / "rep1"))
     assert "## Conditions" not in (tmp_path / "rep1" / "README.md").read_text()
+
+
+def test_report_sets_kd_conditions_against_the_columns_only_ft(tmp_path):
+    """Settings only KD has (MRPC's depth x hidden-state KD) are conditions of KD alone: FT keeps one
+    unlabelled row, every KD variant is set against it seed by seed, and the figures' labels name
+    only what varies within a mode."""
+    from augpro.report_rows import short_labels
+
+    lines = []
+    cells = {("kd", "2", 0.0): [70, 71, 72], ("kd", "4", 1.0): [82, 83, 84], ("ft", "2", 0.0): [69, 69, 70]}
+    for (mode, layers, hidden), values in cells.items():
+        for seed, v in enumerate(values):
+            settings = {"task": "mrpc", "train_size": None, "mode": mode, "augment": "none", "seed": seed,
+                        "student_layers": layers, "hidden_weight": hidden, "shared_forward": mode == "ft"}
+            lines.append(json.dumps({"run_id": f"{mode}{layers}{seed}", "score": v / 100, "task": "mrpc",
+                                     "train_size": None, "mode": mode, "augment": "none", "degree": None,
+                                     "copies": 1, "seed": seed, "settings": settings}))
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    write_report(str(tmp_path / "r.jsonl"), str(tmp_path / "rep"))
+    md = (tmp_path / "rep" / "README.md").read_text()
+    against_ft = md.split("### Each method against FT without augmentation")[1].split("\n### ")[0]
+    rows = [line for line in against_ft.splitlines() if line.startswith("| KD")]
+    assert rows == ["| KD none (hidden_weight=0.0, student_layers=2) | **+1.7 [+0.2, +3.1]** |",
+                    "| KD none (hidden_weight=1.0, student_layers=4) | **+13.7 [+12.2, +15.1]** |"]
+    assert "FT none (hidden_weight=0.0, student_layers=2)" in md
+    assert "shared_forward" not in md  # it varies only between the modes: not a condition
+    assert (tmp_path / "rep" / "paired_mrpc.png").is_file()
+    kd2, kd4, ft = (("kd", "none", None, 1, (("hidden_weight", h), ("mode_only", m))) for h, m in
+                    ((0.0, "a"), (1.0, "a"), (0.0, "b")))
+    ft = ("ft",) + ft[1:]
+    labels = short_labels([kd2, kd4, ft])
+    assert labels[kd2] == "KD none (hidden_weight=0.0)" and labels[ft] == "FT none"

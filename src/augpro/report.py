@@ -59,7 +59,7 @@ class Report:
                  "(STS-B). Bold: the best mean in its column (methods) or row (degrees). Regenerate with "
                  "`augpro report results.jsonl --output DIR`.", ""]
         if self.cond_keys:
-            lines += ["Settings that vary within a task and size besides mode, method, degree, copies and seed: "
+            lines += ["Settings that vary within a task, size and mode besides method, degree, copies and seed: "
                       + ", ".join(f"`{k}`" for k in self.cond_keys) + ".", ""]
         lines += ["## Method comparison", ""]
         if teacher_cells(self.rows):

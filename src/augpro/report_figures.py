@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from augpro.paired import pair
-from augpro.report_rows import (Row, best_degrees, cond_label, degree_cells, degree_groups, group_cells, mode_key,
+from augpro.report_rows import (Row, best_degrees, cond_label, degree_cells, degree_groups, ft_reference, group_cells,
+                                mode_key, short_labels,
                                 seed_scores, size_name, slug, sort_key, task_name, tasks_of, variant_key,
                                 variant_label, variants_of)
 
@@ -85,8 +86,9 @@ def curves_figure(all_rows: list[Row], out: Path, task: str) -> tuple[str, str] 
     fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4.2), squeeze=False)
     for ax, size in zip(axes[0], sizes):
         sel = sorted((r for r in rows if r.size == size), key=lambda r: (variant_key(r), sort_key(r.seed)))
+        labels = short_labels({(r.mode, r.method, r.degree, r.copies, r.cond) for r in sel})
         for i, r in enumerate(sel):
-            label = variant_label(r.mode, r.method, r.degree, r.copies, r.cond)
+            label = labels[(r.mode, r.method, r.degree, r.copies, r.cond)]
             steps = [h["step"] for h in r.history]
             color = f"C{i % 10}"
             if any("val" in h for h in r.history):
@@ -115,8 +117,8 @@ def paired_figure(all_rows: list[Row], out: Path, task: str) -> tuple[str, str] 
     for size in sizes:
         found = []
         for v in variants_of([r for r in rows if r.size == size]):
-            ref = ("ft", "none", None, 1, v[4])
-            if v == ref or (v, size) not in seeds or (ref, size) not in seeds:
+            ref = ft_reference(v, size, seeds)
+            if ref is None or v == ref or (v, size) not in seeds:
                 continue
             d = pair(seeds[(v, size)], seeds[(ref, size)])
             if d.n >= 2:
@@ -126,8 +128,12 @@ def paired_figure(all_rows: list[Row], out: Path, task: str) -> tuple[str, str] 
     if not panels:
         return None
     plt = _plt()
+    labels = short_labels(v for _, found in panels for v, _ in found)
+    longest = max(len(line) for text in labels.values() for line in text.splitlines())
     height = max(2.5, 0.35 * max(len(f) for _, f in panels) + 1.2)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), height), squeeze=False)
+    # room for long labels (conditions): about 0.06 inch a character beyond 30
+    fig, axes = plt.subplots(1, len(panels), figsize=((4.6 + 0.06 * max(0, longest - 30)) * len(panels), height),
+                             squeeze=False)
     for ax, (size, found) in zip(axes[0], panels):
         ys = list(range(len(found)))[::-1]
         means = [d.mean for _, d in found]
@@ -136,7 +142,7 @@ def paired_figure(all_rows: list[Row], out: Path, task: str) -> tuple[str, str] 
         ax.barh(ys, means, xerr=errs, color=colors, edgecolor="black", linewidth=0.5, capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(ys)
-        ax.set_yticklabels([variant_label(*v) for v, _ in found], fontsize=7)
+        ax.set_yticklabels([labels[v] for v, _ in found], fontsize=7)
         ax.set_title(f"n={size_name(size)} ({found[0][1].n} seeds)")
         ax.set_xlabel("paired difference to FT, dev ×100 (95 % CI)")
         ax.grid(axis="x", alpha=0.3)
@@ -170,7 +176,8 @@ def methods_figure(all_rows: list[Row], out: Path, task: str) -> tuple[str, str]
     pad = max(1.0, 0.1 * (hi - lo))
     ax.set_ylim(lo - pad, hi + pad)
     ax.set_xticks(range(len(variants)))
-    ax.set_xticklabels([variant_label(*v) for v in variants], rotation=40, ha="right", fontsize=8)
+    labels = short_labels(variants)
+    ax.set_xticklabels([labels[v] for v in variants], rotation=40, ha="right", fontsize=8)
     ax.set_ylabel("dev score ×100 (mean ± std over seeds)")
     ax.set_xlabel("method")
     ax.set_title(f"{task_name(task)}: method comparison")

@@ -86,11 +86,14 @@ def slug(text: str) -> str:
 
 def condition_keys(rows: list[dict[str, Any]]) -> list[str]:
     """Settings (beyond task/size/mode/method/degree/copies/seed) that vary among the runs of one
-    task and training-set size (a setting chosen per task, like ``max_length``, is not one)."""
+    task, training-set size and mode (a setting chosen per task, like ``max_length``, or per mode,
+    like the hidden-state KD weight that KD students of pair tasks get and FT students cannot, is
+    not one)."""
     values: dict[tuple, set] = defaultdict(set)
     for r in rows:
         s = r["settings"]
-        group = (repr(r.get("task", s.get("task"))), repr(r.get("train_size", s.get("train_size"))))
+        group = (repr(r.get("task", s.get("task"))), repr(r.get("train_size", s.get("train_size"))),
+                 repr(r.get("mode", s.get("mode"))))
         for k, v in s.items():
             if k not in _NOT_CONDITIONS:
                 values[(k, group)].add(repr(v))
@@ -204,6 +207,36 @@ def variants_of(rows: Iterable[Row]) -> list[tuple]:
     for r in rows:
         seen.setdefault((r.mode, r.method, r.degree, r.copies, r.cond), variant_key(r))
     return sorted(seen, key=lambda v: seen[v])
+
+
+def ft_reference(variant: tuple, column: Any, keys: Iterable[tuple]) -> tuple | None:
+    """The FT-without-augmentation variant that ``variant`` is set against in ``column``: the one
+    under the same conditions, else the column's only one (conditions that only KD has, like a
+    hidden-state KD weight, leave FT with one variant); None when neither exists. ``keys``: the
+    (variant, column) pairs that have scores."""
+    keys = set(keys)
+    same = ("ft", "none", None, 1, variant[4])
+    if (same, column) in keys:
+        return same
+    fts = sorted({v for v, c in keys if c == column and v[:4] == ("ft", "none", None, 1)}, key=repr)
+    return fts[0] if len(fts) == 1 else None
+
+
+def short_labels(variants: Iterable[tuple], width: int = 40) -> dict[tuple, str]:
+    """Labels for a figure of one task: each variant's label naming only the conditions that vary
+    among the figure's variants of the same mode, wrapped at ``width`` characters."""
+    import textwrap
+
+    variants = list(variants)
+    values: dict[tuple, set] = defaultdict(set)
+    for mode, _, _, _, cond in variants:
+        for k, v in cond:
+            values[(mode, k)].add(repr(v))
+    out = {}
+    for v in variants:
+        cond = tuple((k, x) for k, x in v[4] if len(values[(v[0], k)]) > 1)
+        out[v] = textwrap.fill(variant_label(*v[:4], cond), width)
+    return out
 
 
 def tasks_of(rows: Iterable[Row]) -> list[str]:

@@ -11,7 +11,7 @@ other augmentation (*ahead*, *behind* or *undecided*), and over the columns the 
 from __future__ import annotations
 
 from augpro.paired import claim_verdict, describe, marked, pair
-from augpro.report_rows import (AUGPRO_METHODS, Cell, Row, columns_of, cond_label, group_cells, method_key,
+from augpro.report_rows import (AUGPRO_METHODS, Cell, Row, columns_of, cond_label, ft_reference, group_cells, method_key,
                                 method_label, seed_scores, size_name, sort_key, task_key, task_name, variant_label,
                                 variants_of)
 from augpro.report_tables import markdown_table
@@ -38,7 +38,7 @@ def paired_table(rows: list[Row], reference: str) -> list[str]:
             if reference == "nodata":
                 ref = (v[0], "none", None, 1, v[4])
             elif reference == "ft":
-                ref = ("ft", "none", None, 1, v[4])
+                ref = ft_reference(v, col, seeds)
             else:
                 others = [(w, cells[(w, col)]) for w in variants if w != v and (w, col) in cells]
                 ref = max(others, key=lambda wc: wc[1].mean)[0] if others else None
