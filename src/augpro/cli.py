@@ -89,7 +89,8 @@ def add_train_args(p: argparse.ArgumentParser, mode: str) -> None:
     g.add_argument("--trust-remote-code", action="store_true", help="allow models with custom code (off by default)")
     g.add_argument("--defaults-version", type=int, default=DEFAULTS_VERSION, choices=sorted(FGSM_EPS_DEFAULT),
                    help=f"which set of defaults (default {DEFAULTS_VERSION}; 1 = the first, e.g. plain FGSM eps 1; "
-                        "3 = bf16 teacher inference where the device has native bf16)")
+                        "3 = bf16 teacher inference where the device has native bf16; 4 = 4-layer students with "
+                        "hidden-state KD for sentence pairs)")
     m = p.add_argument_group("models")
     if mode == "teacher":
         m.add_argument("--model", default=None, help="base checkpoint folder or hub name (default: MiniLM-L6-H384)")
@@ -97,15 +98,18 @@ def add_train_args(p: argparse.ArgumentParser, mode: str) -> None:
         if mode == "kd":
             m.add_argument("--teacher", required=True, help="fine-tuned teacher folder (from `augpro teacher`)")
         m.add_argument("--student", default=None, help="checkpoint the student's layers come from (default MiniLM-L6)")
-        m.add_argument("--student-layers", default="2", help="layer count (2) or indices (0,3) kept in the student")
+        m.add_argument("--student-layers", default=None,
+                       help="layer count (2) or indices (0,3) kept in the student (default: 2; 4 for sentence "
+                            "pairs under --defaults-version 4)")
     if mode == "kd":
         k = p.add_argument_group("distillation loss")
         k.add_argument("--temperature", type=float, default=1.0)
         k.add_argument("--kd-weight", type=float, default=1.0)
         k.add_argument("--ce-weight", type=float, default=0.0)
-        k.add_argument("--hidden-weight", type=float, default=0.0,
+        k.add_argument("--hidden-weight", type=float, default=None,
                        help="intermediate-layer KD: MSE between each student layer's hidden states and its teacher "
-                            "layer's (mapped by --student-layers; a learned projection when widths differ); 0 = off")
+                            "layer's (mapped by --student-layers; a learned projection when widths differ); 0 = off "
+                            "(default: 0; 1 for sentence pairs under --defaults-version 4)")
         k.add_argument("--attention-weight", type=float, default=0.0,
                        help="intermediate-layer KD: KL between the teacher's and the student's attention "
                             "distributions, layer by layer (TinyBERT-style); 0 = off")

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 MODES = ("teacher", "kd", "ft")
 
 #: the newest set of defaults; ``defaults_version: 1`` restores the first one (see :data:`DEFAULTS_CHANGES`)
-DEFAULTS_VERSION = 3
+DEFAULTS_VERSION = 4
 #: what each defaults version changed, for ``--defaults-version`` and the docs
 DEFAULTS_CHANGES = {
     1: "the first defaults (plain FGSM eps 1 table std)",
@@ -27,11 +27,20 @@ DEFAULTS_CHANGES = {
        "runs on has native bf16 (a CUDA GPU with bf16 support, or a CPU with AVX512-BF16 or AMX), fp32 elsewhere "
        "(emulated bf16 is slower than fp32): 1.88x faster teacher labelling, 99.9% argmax agreement with fp32 on "
        "SST-2 dev (docs/performance.md); --no-bf16-teacher keeps fp32",
+    4: "students of sentence-pair tasks (MRPC, RTE, STS-B, ...) have 4 layers (--student-layers 4) and KD "
+       "students distil the teacher's hidden states (--hidden-weight 1); single-sentence students keep 2 layers "
+       "without it. Measured on MRPC with the shared strong teacher (docs/results.md, 'Intermediate-layer KD'): "
+       "2-layer students scored below the majority class",
 }
 #: plain FGSM's step (table std units) when ``--fgsm-eps`` is not given, per defaults version
-FGSM_EPS_DEFAULT = {1: 1.0, 2: 0.1, 3: 0.1}
+FGSM_EPS_DEFAULT = {1: 1.0, 2: 0.1, 3: 0.1, 4: 0.1}
 #: the first defaults version whose teacher inference is bf16 where the device has native bf16
 BF16_TEACHER_SINCE = 3
+#: the first defaults version whose student's depth and hidden-state KD depend on the task's type
+PAIR_STUDENT_SINCE = 4
+#: the student ``student_layers`` / ``hidden_weight`` leave to the defaults version: (layers, hidden-state
+#: KD weight) per task type from :data:`PAIR_STUDENT_SINCE` on, and the single-sentence one before it
+STUDENT_DEFAULTS = {"single": ("2", 0.0), "pair": ("4", 1.0)}
 #: the held-out validation rows are drawn with this fixed seed, so they are the same for every run seed
 VAL_SEED = 104729
 
@@ -63,7 +72,8 @@ class TrainConfig:
     model: str | None = None            # teacher mode: base checkpoint (default MiniLM-L6-H384)
     teacher: str | None = None          # kd mode: fine-tuned teacher folder or hub name
     student: str | None = None          # kd/ft: base checkpoint the student's layers come from
-    student_layers: str = "2"
+    # None: the defaults version decides from the task's type (see STUDENT_DEFAULTS)
+    student_layers: str | None = None
     trust_remote_code: bool = False
     # optimisation
     seed: int = 0
@@ -79,7 +89,8 @@ class TrainConfig:
     kd_weight: float = 1.0
     ce_weight: float = 0.0
     aug_weight: float = 1.0
-    hidden_weight: float = 0.0          # intermediate-layer KD: hidden-state MSE (augpro.layers); 0 = off
+    # intermediate-layer KD: hidden-state MSE (augpro.layers); 0 = off, None: the defaults version decides
+    hidden_weight: float | None = None
     attention_weight: float = 0.0       # intermediate-layer KD: attention-distribution KL; 0 = off
     # augmentation
     augment: str = "none"
@@ -114,6 +125,40 @@ class TrainConfig:
         if (self.bf16_teacher is None and isinstance(self.defaults_version, int)
                 and self.defaults_version < BF16_TEACHER_SINCE):
             self.bf16_teacher = False
+        # settled here too, so that every record of a run (metrics.json, study results) holds what ran
+        if self.student_layers is None or self.hidden_weight is None:
+            layers, hidden = self.default_student()
+            if self.student_layers is None:
+                self.student_layers = layers
+            if self.hidden_weight is None:
+                self.hidden_weight = hidden
+
+    def names_pair_task(self) -> bool:
+        """Whether the data this config names are sentence pairs: two ``--text-columns`` for custom
+        files, else the GLUE task's columns (False for a task name that does not exist: validation
+        reports that)."""
+        if self.train_file or self.dev_file:
+            return bool(self.text_columns) and len(str(self.text_columns).split(",")) == 2
+        if not self.task:
+            return False
+        from augpro.tasks import get_task
+
+        try:
+            return get_task(self.task).is_pair
+        except UserError:
+            return False
+
+    def default_student(self) -> tuple[str, float]:
+        """The (``student_layers``, ``hidden_weight``) this config's defaults version gives its task:
+        from version 4 on, a sentence-pair task's student keeps 4 layers and distils the teacher's
+        hidden states (weight 1; 0 in FT runs, which have no teacher, and with ``shared_forward``,
+        which does not combine with it); before it, and for single sentences, 2 layers without."""
+        pair = (isinstance(self.defaults_version, int) and self.defaults_version >= PAIR_STUDENT_SINCE
+                and self.mode != "teacher" and self.names_pair_task())
+        layers, hidden = STUDENT_DEFAULTS["pair" if pair else "single"]
+        if self.mode != "kd" or self.shared_forward:
+            hidden = 0.0
+        return layers, hidden
 
     def resolved_bf16_teacher(self, device: "torch.device | str") -> bool:
         """Whether the teacher's inference on ``device`` runs under bf16 autocast: ``bf16_teacher``

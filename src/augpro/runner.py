@@ -25,10 +25,11 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
     started = time.time()
     data = load_data(cfg)
     models = load_models(cfg, data)
+    cfg = fit_defaults_to_models(cfg, models)
     enc = encode_splits(cfg, data, models)
     args, total_steps = training_arguments(cfg, out, len(enc.train))
     vocab = vocabulary_snapshot(models, enc)  # before the teacher moves to the training device
@@ -302,6 +304,17 @@ def load_models(cfg: TrainConfig, data: TaskData) -> Models:
                                           cfg.student_layers)
     check_max_length(cfg.max_length, tokenizer, model, None if retokenize else teacher)
     return Models(tokenizer=tokenizer, model=model, teacher=teacher, retokenize=retokenize)
+
+
+def fit_defaults_to_models(cfg: TrainConfig, models: Models) -> TrainConfig:
+    """``cfg`` without the defaults version's hidden-state KD where it cannot run: a teacher that
+    tokenizes differently from the student (layers are compared position by position). Only the
+    version's own value is dropped, with a message; other weights still meet the trainer's error."""
+    if models.retokenize is None or not cfg.hidden_weight or cfg.hidden_weight != cfg.default_student()[1]:
+        return cfg
+    print("augpro: note: hidden-state KD (--hidden-weight, on by default for sentence pairs) is off: the teacher "
+          "and the student tokenize differently", file=sys.stderr)
+    return replace(cfg, hidden_weight=0.0)
 
 
 @dataclass
