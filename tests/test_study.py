@@ -1191,19 +1191,27 @@ def test_flat_from_ignores_a_single_noisy_evaluation():
     assert flat[3] == "–"
 
 
+def _result_lines(cells: dict[tuple, list[float]]) -> list[str]:
+    """Finished-run lines for hand-made cells: (setting, value) pairs -> one score (×100) per seed 0, 1, ..."""
+    lines = []
+    for key, values in cells.items():
+        s = dict(key)
+        for seed, v in enumerate(values):
+            settings = {**s, "seed": seed}
+            lines.append(json.dumps({"run_id": f"{sorted(settings.items())}", "score": v / 100, "task": s["task"],
+                                     "train_size": s["train_size"], "mode": s["mode"], "augment": s["augment"],
+                                     "degree": None, "copies": 1, "seed": seed, "settings": settings}))
+    return lines
+
+
 def test_report_conditions_table_pairs_one_method_across_conditions(tmp_path):
     """A setting that varies besides the cell's own (hidden_weight) splits a method into variants; the
     Conditions section sets them against each other seed by seed, naming only the settings that differ."""
-    lines = []
     cells = {("none", 0.0, True): [70, 71, 72], ("none", 1.0, False): [71, 72, 73],
              ("augpro-fgsm", 0.0, True): [80, 81, 82], ("augpro-fgsm", 1.0, False): [80, 79, 84]}
-    for (method, hidden, shared), values in cells.items():
-        for seed, v in enumerate(values):
-            settings = {"task": "sst2", "train_size": 2000, "mode": "kd", "augment": method, "seed": seed,
-                        "hidden_weight": hidden, "shared_forward": shared, "max_length": 64}
-            lines.append(json.dumps({"run_id": f"{method}{hidden}{seed}", "score": v / 100, "task": "sst2",
-                                     "train_size": 2000, "mode": "kd", "augment": method, "degree": None,
-                                     "copies": 1, "seed": seed, "settings": settings}))
+    lines = _result_lines({(("task", "sst2"), ("train_size", 2000), ("mode", "kd"), ("augment", method),
+                            ("hidden_weight", hidden), ("shared_forward", shared), ("max_length", 64)): values
+                           for (method, hidden, shared), values in cells.items()})
     (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
     write_report(str(tmp_path / "r.jsonl"), str(tmp_path / "rep"))
     md = (tmp_path / "rep" / "README.md").read_text()
@@ -1228,15 +1236,10 @@ def test_report_sets_kd_conditions_against_the_columns_only_ft(tmp_path):
     only what varies within a mode."""
     from augpro.report_rows import short_labels
 
-    lines = []
     cells = {("kd", "2", 0.0): [70, 71, 72], ("kd", "4", 1.0): [82, 83, 84], ("ft", "2", 0.0): [69, 69, 70]}
-    for (mode, layers, hidden), values in cells.items():
-        for seed, v in enumerate(values):
-            settings = {"task": "mrpc", "train_size": None, "mode": mode, "augment": "none", "seed": seed,
-                        "student_layers": layers, "hidden_weight": hidden, "shared_forward": mode == "ft"}
-            lines.append(json.dumps({"run_id": f"{mode}{layers}{seed}", "score": v / 100, "task": "mrpc",
-                                     "train_size": None, "mode": mode, "augment": "none", "degree": None,
-                                     "copies": 1, "seed": seed, "settings": settings}))
+    lines = _result_lines({(("task", "mrpc"), ("train_size", None), ("mode", mode), ("augment", "none"),
+                            ("student_layers", layers), ("hidden_weight", hidden), ("shared_forward", mode == "ft")):
+                           values for (mode, layers, hidden), values in cells.items()})
     (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
     write_report(str(tmp_path / "r.jsonl"), str(tmp_path / "rep"))
     md = (tmp_path / "rep" / "README.md").read_text()
