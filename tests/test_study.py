@@ -50,7 +50,8 @@ def fake_result(cfg) -> dict:
         if s["mode"] == "kd":
             aug["label_flip_rate"] = degree / 3
     return {"mode": s["mode"], "task": s["task"], "dev": {"accuracy": score, "score": score}, "runtime_s": 1.5,
-            "train_runtime_s": 1.0, "steps": 8, "augmentation": aug, "settings": s}
+            "train_runtime_s": 1.0, "steps": 8, "augmentation": aug, "settings": s,
+            "teacher_fingerprint": f"weights-of-{s['teacher']}" if s["mode"] == "kd" else None}
 
 
 class FakeRunner:
@@ -225,6 +226,8 @@ def test_run_writes_lines_and_deletes_weights(small, tmp_path, fake, capsys):
     assert row["augmentation"] == {"method": "knn", "realised_degree": row["realised_degree"],
                                    "label_flip_rate": row["label_flip_rate"]}
     assert row["score"] == row["dev"]["score"] and row["teacher_dev"]["score"] > 0.89
+    assert row["teacher_weights"] == f"weights-of-{row['settings']['teacher']}"  # which weights taught it
+    assert all(r["teacher_weights"] is None for r in rows if r["mode"] == "ft")
     assert row["settings"]["teacher"].startswith(str(tmp_path / "out" / "teachers"))
     folder = tmp_path / "out" / "runs" / row["run_id"]
     assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "train.log"]

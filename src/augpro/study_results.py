@@ -218,5 +218,8 @@ def result_line(run: Run, result: dict[str, Any], teacher_metrics: dict[str, Any
         "steps": result.get("steps"),
         "teacher_id": run.teacher.teacher_id if run.teacher else None,
         "teacher_dev": (teacher_metrics or {}).get("dev") if s["mode"] == "kd" else None,
+        # the teacher's weights (augpro.models.model_fingerprint): a shared teacher retrained on
+        # another machine keeps its id but not, to the bit, its weights (bf16 kernels differ by CPU)
+        "teacher_weights": result.get("teacher_fingerprint") if s["mode"] == "kd" else None,
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
