@@ -1258,3 +1258,28 @@ def test_report_sets_kd_conditions_against_the_columns_only_ft(tmp_path):
     ft = ("ft",) + ft[1:]
     labels = short_labels([kd2, kd4, ft])
     assert labels[kd2] == "KD none (hidden_weight=0.0)" and labels[ft] == "FT none"
+
+
+def test_report_flags_a_teacher_retrained_with_other_weights(tmp_path):
+    """Two KD runs of one column taught by the same teacher id but other weights (retrained on
+    another machine): the teacher row counts both versions and a note names the column; one
+    version (the usual case) gives no note."""
+    lines = []
+    for seed, (weights, tdev) in enumerate([("w-old", 0.8968), ("w-old", 0.8968), ("w-new", 0.8979)]):
+        for mode in ("kd", "ft"):
+            settings = {"task": "sst2", "train_size": 8000, "mode": mode, "augment": "none", "seed": seed}
+            lines.append(json.dumps({"run_id": f"{mode}{seed}", "score": 0.8 + seed / 100, "task": "sst2",
+                                     "train_size": 8000, "mode": mode, "augment": "none", "degree": None,
+                                     "copies": 1, "seed": seed, "settings": settings,
+                                     "teacher_id": "e587b33e" if mode == "kd" else None,
+                                     "teacher_dev": {"score": tdev} if mode == "kd" else None,
+                                     "teacher_weights": weights if mode == "kd" else None}))
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    write_report(str(tmp_path / "r.jsonl"), str(tmp_path / "rep"))
+    md = (tmp_path / "rep" / "README.md").read_text()
+    assert "| teacher | 89.7 ± 0.1 (n=2) |" in md
+    assert "- SST-2 n=8,000: KD runs taught by 2 versions of teacher e587b33e (dev 89.68, 89.79)" in md
+    (tmp_path / "one.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    write_report(str(tmp_path / "one.jsonl"), str(tmp_path / "rep1"))
+    md1 = (tmp_path / "rep1" / "README.md").read_text()
+    assert "Retrained teachers" not in md1 and "| teacher | 89.7 (n=1) |" in md1

@@ -28,8 +28,8 @@ from typing import Any
 from augpro.errors import UserError
 from augpro.report_figures import DPI, FIGURE_PREFIXES, write_figures
 from augpro.report_rows import AUGPRO_METHODS, Cell, Row, condition_keys, load_rows, sort_key, tasks_of
-from augpro.report_tables import (augmentation_table, curves_table, degree_tables, methods_table, runtime_table,
-                                  teacher_cells)
+from augpro.report_tables import (augmentation_table, curves_table, degree_tables, methods_table,
+                                  retrained_teachers_note, runtime_table, teacher_cells)
 from augpro.report_verdicts import augpro_table, conditions_table, paired_table
 
 __all__ = ["AUGPRO_METHODS", "DPI", "Cell", "Report", "Row", "load_rows", "write_report"]
@@ -66,6 +66,7 @@ class Report:
             lines += ["`teacher`: the fine-tuned teacher the KD students learn from (one per task, size and seed).",
                       ""]
         lines += methods_table(self.rows) + [""]
+        lines += retrained_teachers_note(self.rows)
         paired_intro = ("Runs with the same seed share their training subset, initialisation and data order, so "
                         "each comparison is the mean of the per-seed differences (dev score ×100) with its 95 % "
                         "Student-t interval over the seeds: `mean [low, high]`. Bold: the interval excludes 0.")

@@ -118,6 +118,7 @@ class Row:
         self.flips = raw.get("label_flip_rate")
         self.runtime = raw.get("runtime_s")
         self.teacher_id = raw.get("teacher_id")
+        self.teacher_weights = raw.get("teacher_weights")
         tdev = raw.get("teacher_dev") or {}
         self.teacher_score = float(tdev["score"]) * 100 if isinstance(tdev.get("score"), (int, float)) else None
         self.history = [h for h in (raw.get("history") or []) if isinstance(h, dict) and "step" in h]
