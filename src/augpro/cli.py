@@ -116,8 +116,8 @@ def add_train_args(p: argparse.ArgumentParser, mode: str) -> None:
         k.add_argument("--bf16-teacher", action=argparse.BooleanOptionalAction, default=None,
                        help="the teacher's inference in bf16 autocast: cached logits, pool labels, live targets "
                             "(speed and agreement with fp32: docs/performance.md). Default: on where the device has "
-                            "native bf16 (CUDA with bf16, CPUs with AVX512-BF16 or AMX) under --defaults-version 3 and later, "
-                            "off under 1 and 2")
+                            "native bf16 (CUDA with bf16, CPUs with AVX512-BF16 or AMX) under --defaults-version 3 "
+                            "and later, off under 1 and 2")
     if mode in ("kd", "ft"):
         add_augment_args(p)
 

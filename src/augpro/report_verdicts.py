@@ -11,7 +11,8 @@ other augmentation (*ahead*, *behind* or *undecided*), and over the columns the 
 from __future__ import annotations
 
 from augpro.paired import claim_verdict, describe, marked, pair
-from augpro.report_rows import (AUGPRO_METHODS, Cell, Row, columns_of, cond_label, ft_reference, group_cells, method_key,
+from augpro.report_rows import (AUGPRO_METHODS, Cell, Row, columns_of, cond_label, ft_reference, group_cells,
+                                method_key,
                                 method_label, seed_scores, size_name, sort_key, task_key, task_name, variant_label,
                                 variants_of)
 from augpro.report_tables import markdown_table
