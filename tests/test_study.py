@@ -1283,3 +1283,9 @@ def test_report_flags_a_teacher_retrained_with_other_weights(tmp_path):
     write_report(str(tmp_path / "one.jsonl"), str(tmp_path / "rep1"))
     md1 = (tmp_path / "rep1" / "README.md").read_text()
     assert "Retrained teachers" not in md1 and "| teacher | 89.7 (n=1) |" in md1
+    # lines written before teacher_weights existed, beside later lines of the same teacher: one version
+    older = [json.dumps({**json.loads(x), "teacher_weights": None}) for x in lines[:2]]  # seed 0
+    (tmp_path / "mixed.jsonl").write_text("\n".join(older + lines[2:4]) + "\n")  # + seed 1, same teacher, "w-old"
+    write_report(str(tmp_path / "mixed.jsonl"), str(tmp_path / "rep2"))
+    md2 = (tmp_path / "rep2" / "README.md").read_text()
+    assert "Retrained teachers" not in md2 and "| teacher | 89.7 (n=1) |" in md2

@@ -15,7 +15,7 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from augpro.errors import UserError
 
@@ -210,12 +210,11 @@ def variants_of(rows: Iterable[Row]) -> list[tuple]:
     return sorted(seen, key=lambda v: seen[v])
 
 
-def ft_reference(variant: tuple, column: Any, keys: Iterable[tuple]) -> tuple | None:
+def ft_reference(variant: tuple, column: Any, keys: Collection[tuple]) -> tuple | None:
     """The FT-without-augmentation variant that ``variant`` is set against in ``column``: the one
     under the same conditions, else the column's only one (conditions that only KD has, like a
     hidden-state KD weight, leave FT with one variant); None when neither exists. ``keys``: the
-    (variant, column) pairs that have scores."""
-    keys = set(keys)
+    (variant, column) pairs that have scores (a dict keyed by them will do)."""
     same = ("ft", "none", None, 1, variant[4])
     if (same, column) in keys:
         return same

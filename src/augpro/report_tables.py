@@ -56,36 +56,37 @@ def methods_table(rows: list[Row]) -> list[str]:
     return markdown_table(header, body)
 
 
-def _teacher_versions(rows: list[Row]) -> dict[tuple, float]:
-    """(task, size, teacher id, version) -> the teacher's dev score ×100, one entry per set of
-    teacher weights: a teacher retrained elsewhere keeps its id but may not keep its weights, told
-    apart by ``teacher_weights`` (the weights' fingerprint) or, in lines without it, its dev score."""
-    seen: dict[tuple, float] = {}
+def _teacher_versions(rows: list[Row]) -> dict[tuple, tuple[list[float], int]]:
+    """(task, size, teacher id) -> (the teacher's distinct dev scores ×100, how many versions of it
+    taught the runs). A teacher retrained elsewhere keeps its id but may not keep its weights: the
+    versions are told apart by ``teacher_weights`` (the weights' fingerprint, in lines that record it)
+    and by the dev score (in every line), whichever tells more apart."""
+    scores: dict[tuple, set] = defaultdict(set)
+    weights: dict[tuple, set] = defaultdict(set)
     for r in rows:
         if r.teacher_score is not None:
-            version = r.teacher_weights or round(r.teacher_score, 6)
-            seen.setdefault((r.task, r.size, r.teacher_id or r.seed, version), r.teacher_score)
-    return seen
+            key = (r.task, r.size, r.teacher_id or r.seed)
+            scores[key].add(r.teacher_score)
+            if r.teacher_weights:
+                weights[key].add(r.teacher_weights)
+    return {k: (sorted(v), max(len(v), len(weights[k]))) for k, v in scores.items()}
 
 
 def teacher_cells(rows: list[Row]) -> dict[tuple, Cell]:
     groups: dict[tuple, list[float]] = defaultdict(list)
-    for (task, size, _, _), score in sorted(_teacher_versions(rows).items(), key=lambda kv: repr(kv[0])):
-        groups[(task, size)].append(score)
+    for (task, size, _), (scores, _) in sorted(_teacher_versions(rows).items(), key=lambda kv: repr(kv[0])):
+        groups[(task, size)].extend(scores)
     return {k: Cell(v) for k, v in groups.items()}
 
 
 def retrained_teachers_note(rows: list[Row]) -> list[str]:
     """A warning for each column whose KD runs were taught by more than one version of the same
     teacher (same settings, other weights: retrained on another machine); empty when none was."""
-    versions: dict[tuple, list[float]] = defaultdict(list)
-    for (task, size, tid, _), score in sorted(_teacher_versions(rows).items(), key=lambda kv: repr(kv[0])):
-        versions[(task, size, tid)].append(score)
     lines = []
-    for (task, size, tid), scores in sorted(versions.items(), key=lambda kv: repr(kv[0])):
-        if len(scores) > 1:
-            lines.append(f"- {task_name(task)} n={size_name(size)}: KD runs taught by {len(scores)} versions of "
-                         f"teacher {tid} (dev {', '.join(f'{s:.2f}' for s in sorted(scores))}): the same settings, "
+    for (task, size, tid), (scores, n) in sorted(_teacher_versions(rows).items(), key=lambda kv: repr(kv[0])):
+        if n > 1:
+            lines.append(f"- {task_name(task)} n={size_name(size)}: KD runs taught by {n} versions of "
+                         f"teacher {tid} (dev {', '.join(f'{s:.2f}' for s in scores)}): the same settings, "
                          "retrained on another machine. Pairs across versions mix teachers.")
     return ["**Retrained teachers.**", ""] + lines + [""] if lines else []
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from augpro.paired import claim_verdict, describe, marked, pair
 from augpro.report_rows import (AUGPRO_METHODS, Cell, Row, columns_of, cond_label, ft_reference, group_cells,
-                                method_key,
-                                method_label, seed_scores, size_name, sort_key, task_key, task_name, variant_label,
-                                variants_of)
+                                method_key, method_label, seed_scores, size_name, sort_key, task_key, task_name,
+                                variant_label, variants_of)
 from augpro.report_tables import markdown_table
 
 
