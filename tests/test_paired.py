@@ -31,6 +31,7 @@ def test_outcomes():
     assert Paired((-1.0, 1.0, 0.5)).outcome == "undecided"
     assert Paired((5.0,)).outcome == "undecided"  # one pair never decides
     assert Paired((5.0,)).text() == "+5.0 (n=1)"
+    assert Paired(()).text() == "– (n=0)"  # the two sides share no seed
 
 
 def test_seeds_needed():

@@ -1260,15 +1260,17 @@ def test_report_sets_kd_conditions_against_the_columns_only_ft(tmp_path):
     assert labels[kd2] == "KD none (hidden_weight=0.0)" and labels[ft] == "FT none"
 
 
-def test_report_flags_a_teacher_retrained_with_other_weights(tmp_path):
-    """Two KD runs of one column taught by the same teacher id but other weights (retrained on
-    another machine): the teacher row counts both versions and a note names the column; one
-    version (the usual case) gives no note."""
+def test_report_leaves_out_runs_of_a_retrained_teachers_other_weights(tmp_path):
+    """KD runs of one column taught by the same teacher id but other weights (retrained on another
+    machine) are not paired: the report keeps the version that taught most runs, names the runs of
+    the other one and leaves them out of its tables and comparisons; one version (the usual case)
+    gives no note and leaves nothing out."""
     lines = []
-    for seed, (weights, tdev) in enumerate([("w-old", 0.8968), ("w-old", 0.8968), ("w-new", 0.8979)]):
+    for seed, (weights, tdev) in enumerate([("w-old", 0.8968), ("w-new", 0.8979), ("w-new", 0.8979)]):
         for mode in ("kd", "ft"):
             settings = {"task": "sst2", "train_size": 8000, "mode": mode, "augment": "none", "seed": seed}
-            lines.append(json.dumps({"run_id": f"{mode}{seed}", "score": 0.8 + seed / 100, "task": "sst2",
+            score = 0.8 + seed / 100 - (0.05 if (mode, weights) == ("kd", "w-old") else 0)
+            lines.append(json.dumps({"run_id": f"{mode}{seed}", "score": score, "task": "sst2",
                                      "train_size": 8000, "mode": mode, "augment": "none", "degree": None,
                                      "copies": 1, "seed": seed, "settings": settings,
                                      "teacher_id": "e587b33e" if mode == "kd" else None,
@@ -1277,15 +1279,20 @@ def test_report_flags_a_teacher_retrained_with_other_weights(tmp_path):
     (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
     write_report(str(tmp_path / "r.jsonl"), str(tmp_path / "rep"))
     md = (tmp_path / "rep" / "README.md").read_text()
-    assert "| teacher | 89.7 ± 0.1 (n=2) |" in md
-    assert "- SST-2 n=8,000: KD runs taught by 2 versions of teacher e587b33e (dev 89.68, 89.79)" in md
-    (tmp_path / "one.jsonl").write_text("\n".join(lines[:4]) + "\n")
+    assert "| teacher | 89.8 (n=1) |" in md  # the kept version only
+    assert "5 finished runs (1 more left out: Retrained teachers)" in md
+    assert ("- SST-2 n=8,000: KD runs taught by 2 versions of teacher e587b33e (dev 89.68, 89.79): the same "
+            "settings, retrained on another machine. Kept: the 2 runs of the version with dev 89.79.") in md
+    assert "  - KD none, seed 0: 75.0 (run kd0, teacher dev 89.68)" in md
+    assert "| KD none | **81.5 ± 0.7 (n=2)** |" in md  # seeds 1 and 2 only
+    assert "| KD none | +0.0 [+0.0, +0.0] |" in md  # against FT: seeds 1 and 2 (seed 0 would pull it to -1.7)
+    (tmp_path / "one.jsonl").write_text("\n".join(lines[2:]) + "\n")
     write_report(str(tmp_path / "one.jsonl"), str(tmp_path / "rep1"))
     md1 = (tmp_path / "rep1" / "README.md").read_text()
-    assert "Retrained teachers" not in md1 and "| teacher | 89.7 (n=1) |" in md1
+    assert "Retrained teachers" not in md1 and "| teacher | 89.8 (n=1) |" in md1 and "left out" not in md1
     # lines written before teacher_weights existed, beside later lines of the same teacher: one version
-    older = [json.dumps({**json.loads(x), "teacher_weights": None}) for x in lines[:2]]  # seed 0
-    (tmp_path / "mixed.jsonl").write_text("\n".join(older + lines[2:4]) + "\n")  # + seed 1, same teacher, "w-old"
+    older = [json.dumps({**json.loads(x), "teacher_weights": None}) for x in lines[2:4]]  # seed 1
+    (tmp_path / "mixed.jsonl").write_text("\n".join(older + lines[4:]) + "\n")  # + seed 2, same teacher, "w-new"
     write_report(str(tmp_path / "mixed.jsonl"), str(tmp_path / "rep2"))
     md2 = (tmp_path / "rep2" / "README.md").read_text()
-    assert "Retrained teachers" not in md2 and "| teacher | 89.7 (n=1) |" in md2
+    assert "Retrained teachers" not in md2 and "| teacher | 89.8 (n=1) |" in md2 and "left out" not in md2

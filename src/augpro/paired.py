@@ -83,7 +83,10 @@ class Paired:
         return "undecided"
 
     def text(self, digits: int = 1) -> str:
-        """``+1.2 [-0.3, +2.7]`` (mean and 95 % interval), or the mean alone with one pair."""
+        """``+1.2 [-0.3, +2.7]`` (mean and 95 % interval), the mean alone with one pair, ``– (n=0)``
+        with none (the two sides share no seed)."""
+        if self.n == 0:
+            return "– (n=0)"
         if self.n < 2:
             return f"{self.mean:+.{digits}f} (n={self.n})"
         return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"

@@ -11,6 +11,8 @@ runtime) and the figures the data supports. The work is split by step:
 * :mod:`augpro.report_verdicts`: the paired comparisons and the AugPro claim, judged by the verdict
   rule of :mod:`augpro.paired`;
 * :mod:`augpro.report_figures`: the PNG figures;
+* :mod:`augpro.report_teachers`: which teacher taught which runs; KD runs taught by another version of
+  a retrained teacher are named and left out of the tables and comparisons;
 * this module: the ``README.md`` that puts them together, and :func:`write_report`.
 
 Cells are ``mean ± std (n=k)`` over seeds of the dev ``score`` ×100 (std with ddof=1). A figure is
@@ -28,8 +30,8 @@ from typing import Any
 from augpro.errors import UserError
 from augpro.report_figures import DPI, FIGURE_PREFIXES, write_figures
 from augpro.report_rows import AUGPRO_METHODS, Cell, Row, condition_keys, load_rows, sort_key, tasks_of
-from augpro.report_tables import (augmentation_table, curves_table, degree_tables, methods_table,
-                                  retrained_teachers_note, runtime_table, teacher_cells)
+from augpro.report_tables import augmentation_table, curves_table, degree_tables, methods_table, runtime_table
+from augpro.report_teachers import retrained_teachers_note, split_by_teacher_version, teacher_cells
 from augpro.report_verdicts import augpro_table, conditions_table, paired_table
 
 __all__ = ["AUGPRO_METHODS", "DPI", "Cell", "Report", "Row", "load_rows", "write_report"]
@@ -40,7 +42,9 @@ class Report:
 
     def __init__(self, raw_rows: list[dict[str, Any]]) -> None:
         self.cond_keys = condition_keys(raw_rows)
-        self.rows = [Row(r, self.cond_keys) for r in raw_rows]
+        self.all_rows = [Row(r, self.cond_keys) for r in raw_rows]
+        # KD runs taught by a retrained teacher's other weights are named, not compared (augpro.report_teachers)
+        self.rows, self.left_out = split_by_teacher_version(self.all_rows)
         self.tasks = tasks_of(self.rows)
         self.figures: list[tuple[str, str]] = []  # (file name, caption)
 
@@ -52,8 +56,9 @@ class Report:
     def markdown(self) -> str:
         n_runs = len(self.rows)
         seeds = sorted({r.seed for r in self.rows}, key=sort_key)
+        left_out = f" ({len(self.left_out)} more left out: Retrained teachers)" if self.left_out else ""
         lines = ["# Study results", "",
-                 f"{n_runs} finished runs over {len(self.tasks)} task(s) and {len(seeds)} seed(s). Cells: dev score "
+                 f"{n_runs} finished runs{left_out} over {len(self.tasks)} task(s) and {len(seeds)} seed(s). Cells: dev score "
                  "×100 as `mean ± std (n=seeds)` (std over seeds, ddof=1). The score is accuracy (SST-2, RTE), "
                  "Matthews correlation (CoLA), the mean of F1 and accuracy (MRPC) and of Pearson and Spearman "
                  "(STS-B). Bold: the best mean in its column (methods) or row (degrees). Regenerate with "
@@ -66,7 +71,7 @@ class Report:
             lines += ["`teacher`: the fine-tuned teacher the KD students learn from (one per task, size and seed).",
                       ""]
         lines += methods_table(self.rows) + [""]
-        lines += retrained_teachers_note(self.rows)
+        lines += retrained_teachers_note(self.all_rows)
         paired_intro = ("Runs with the same seed share their training subset, initialisation and data order, so "
                         "each comparison is the mean of the per-seed differences (dev score ×100) with its 95 % "
                         "Student-t interval over the seeds: `mean [low, high]`. Bold: the interval excludes 0.")

@@ -112,6 +112,8 @@ class Row:
         self.degree = raw.get("degree", s.get("degree"))
         self.copies = int(raw.get("copies", s.get("copies", 1)) or 1)
         self.seed = raw.get("seed", s.get("seed"))
+        self.run_id = str(raw.get("run_id", ""))
+        self.finished = str(raw.get("finished_at") or "")
         self.score = float(raw["score"]) * 100
         self.cond = tuple((k, s.get(k)) for k in cond_keys)
         self.realised = raw.get("realised_degree")

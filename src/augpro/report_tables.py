@@ -15,6 +15,7 @@ from augpro.paired import describe, pair
 from augpro.report_rows import (Cell, Row, best_degrees, columns_of, cond_label, degree_cells, degree_groups,
                                 group_cells, mean_or_none, mode_key, seed_scores, size_name, sort_key, task_key,
                                 task_name, variant_key, variant_label, variants_of)
+from augpro.report_teachers import teacher_cells
 
 
 # --------------------------------------------------------------------------- markdown
@@ -54,41 +55,6 @@ def methods_table(rows: list[Row]) -> list[str]:
     for v in variants:
         body.append([variant_label(*v)] + [texts.get((v, c), "") for c in cols])
     return markdown_table(header, body)
-
-
-def _teacher_versions(rows: list[Row]) -> dict[tuple, tuple[list[float], int]]:
-    """(task, size, teacher id) -> (the teacher's distinct dev scores ×100, how many versions of it
-    taught the runs). A teacher retrained elsewhere keeps its id but may not keep its weights: the
-    versions are told apart by ``teacher_weights`` (the weights' fingerprint, in lines that record it)
-    and by the dev score (in every line), whichever tells more apart."""
-    scores: dict[tuple, set] = defaultdict(set)
-    weights: dict[tuple, set] = defaultdict(set)
-    for r in rows:
-        if r.teacher_score is not None:
-            key = (r.task, r.size, r.teacher_id or r.seed)
-            scores[key].add(r.teacher_score)
-            if r.teacher_weights:
-                weights[key].add(r.teacher_weights)
-    return {k: (sorted(v), max(len(v), len(weights[k]))) for k, v in scores.items()}
-
-
-def teacher_cells(rows: list[Row]) -> dict[tuple, Cell]:
-    groups: dict[tuple, list[float]] = defaultdict(list)
-    for (task, size, _), (scores, _) in sorted(_teacher_versions(rows).items(), key=lambda kv: repr(kv[0])):
-        groups[(task, size)].extend(scores)
-    return {k: Cell(v) for k, v in groups.items()}
-
-
-def retrained_teachers_note(rows: list[Row]) -> list[str]:
-    """A warning for each column whose KD runs were taught by more than one version of the same
-    teacher (same settings, other weights: retrained on another machine); empty when none was."""
-    lines = []
-    for (task, size, tid), (scores, n) in sorted(_teacher_versions(rows).items(), key=lambda kv: repr(kv[0])):
-        if n > 1:
-            lines.append(f"- {task_name(task)} n={size_name(size)}: KD runs taught by {n} versions of "
-                         f"teacher {tid} (dev {', '.join(f'{s:.2f}' for s in scores)}): the same settings, "
-                         "retrained on another machine. Pairs across versions mix teachers.")
-    return ["**Retrained teachers.**", ""] + lines + [""] if lines else []
 
 
 def runtime_table(rows: list[Row]) -> list[str]:
