@@ -58,11 +58,11 @@ class Report:
         seeds = sorted({r.seed for r in self.rows}, key=sort_key)
         left_out = f" ({len(self.left_out)} more left out: Retrained teachers)" if self.left_out else ""
         lines = ["# Study results", "",
-                 f"{n_runs} finished runs{left_out} over {len(self.tasks)} task(s) and {len(seeds)} seed(s). Cells: dev score "
-                 "×100 as `mean ± std (n=seeds)` (std over seeds, ddof=1). The score is accuracy (SST-2, RTE), "
-                 "Matthews correlation (CoLA), the mean of F1 and accuracy (MRPC) and of Pearson and Spearman "
-                 "(STS-B). Bold: the best mean in its column (methods) or row (degrees). Regenerate with "
-                 "`augpro report results.jsonl --output DIR`.", ""]
+                 f"{n_runs} finished runs{left_out} over {len(self.tasks)} task(s) and {len(seeds)} seed(s). "
+                 "Cells: dev score ×100 as `mean ± std (n=seeds)` (std over seeds, ddof=1). The score is "
+                 "accuracy (SST-2, RTE), Matthews correlation (CoLA), the mean of F1 and accuracy (MRPC) and of "
+                 "Pearson and Spearman (STS-B). Bold: the best mean in its column (methods) or row (degrees). "
+                 "Regenerate with `augpro report results.jsonl --output DIR`.", ""]
         if self.cond_keys:
             lines += ["Settings that vary within a task, size and mode besides method, degree, copies and seed: "
                       + ", ".join(f"`{k}`" for k in self.cond_keys) + ".", ""]
